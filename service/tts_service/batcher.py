@@ -1,0 +1,279 @@
+"""The dynamic batcher: many concurrent requests in, few large engine calls out.
+
+Modelled on Ray Serve's ``_BatchQueue``: one queue, one future per request, one loop
+task that forms batches and hands each to ``process`` (the inference worker).
+
+* A batch is formed from the oldest waiting item (the *head*) plus later items with the
+  same *batch key* (items with different voices or sampling parameters cannot share an
+  engine call), up to ``max_batch_size`` items, or until ``max_wait_s`` after the head
+  arrived, whichever comes first.  A full batch never waits.
+* While ``process`` runs, new items queue up; with one worker this is what turns load
+  into larger batches.
+* The queue is bounded: beyond ``max_queue_size`` live items, :meth:`submit` raises
+  :class:`~tts_service.errors.QueueFull` at once (HTTP 503 + Retry-After).
+* Each item has a deadline.  One that passed before the item was taken into a batch
+  fails with :class:`~tts_service.errors.DeadlineExceeded` and is never computed; an
+  item whose caller went away (its future cancelled) is dropped the same way.
+* Results are matched to requests by the batch list handed to ``process``, and their
+  count is checked against the batch size.  ``process`` may return an exception in
+  place of one result: only that item fails.  If ``process`` raises, the batch's items
+  are retried one by one, so one poisoned input fails alone, not its batch-mates.
+* :meth:`close` stops intake and finishes everything already queued before returning.
+
+The batcher knows nothing about engines or HTTP; it is tested on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from .errors import DeadlineExceeded, Draining, EngineError, QueueFull
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+log = logging.getLogger("tts_service.batcher")
+
+ProcessFn = Callable[[list[T]], Awaitable[Sequence["R | BaseException"]]]
+
+
+class BatchObserver(Protocol):
+    """Told about every batch the batcher forms (the metrics implement this)."""
+
+    def batch_formed(self, size: int, queue_waits_s: Sequence[float]) -> None: ...
+
+
+@dataclass(eq=False)
+class _Entry(Generic[T, R]):
+    item: T
+    key: Hashable
+    future: asyncio.Future[R]
+    enqueued_at: float
+    deadline: float
+    started: bool = field(default=False)
+
+
+class DynamicBatcher(Generic[T, R]):
+    """Collects items into batches for one consumer; see the module docstring."""
+
+    def __init__(
+        self,
+        process: ProcessFn,
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_queue_size: int,
+        default_timeout_s: float,
+        key: Callable[[T], Hashable] = lambda item: None,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_queue_size < 1:
+            raise ValueError("max_batch_size and max_queue_size must be >= 1")
+        self._process = process
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max(0.0, max_wait_s)
+        self.max_queue_size = max_queue_size
+        self.default_timeout_s = default_timeout_s
+        self._key = key
+        self._observer = observer
+        self._queue: deque[_Entry[T, R]] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: list[_Entry[T, R]] = []
+
+    # -- intake ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the batching loop on the running event loop."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="tts-batcher")
+
+    @property
+    def queue_depth(self) -> int:
+        """Items waiting to be taken into a batch (not counting the one running)."""
+        return sum(1 for e in self._queue if not e.future.done())
+
+    @property
+    def in_flight(self) -> int:
+        """Items in the batch the consumer is working on now."""
+        return len(self._in_flight)
+
+    @property
+    def accepting(self) -> bool:
+        return not self._closing
+
+    def submit(self, item: T, timeout_s: float | None = None) -> _Entry[T, R]:
+        """Queue ``item``; raise at once if the batcher is closing or the queue is full."""
+        if self._closing:
+            raise Draining("the service is shutting down and takes no new requests", retry_after_s=1)
+        if self._task is None or self._task.done():
+            raise Draining("the batcher is not running", retry_after_s=1)
+        if len(self._queue) >= self.max_queue_size:
+            self._purge()
+            if len(self._queue) >= self.max_queue_size:
+                raise QueueFull(
+                    f"the request queue is full ({self.max_queue_size} waiting); retry shortly",
+                    retry_after_s=1,
+                )
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        timeout = self.default_timeout_s if timeout_s is None else timeout_s
+        entry: _Entry[T, R] = _Entry(item, self._key(item), loop.create_future(), now, now + timeout)
+        self._queue.append(entry)
+        self._wakeup.set()
+        return entry
+
+    async def infer(self, item: T, timeout_s: float | None = None) -> R:
+        """Submit ``item`` and wait for its result until its deadline."""
+        entry = self.submit(item, timeout_s)
+        remaining = entry.deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(asyncio.shield(entry.future), remaining)
+        except TimeoutError:
+            where = "while it was being synthesized" if entry.started else "while it was queued"
+            entry.future.cancel()
+            raise DeadlineExceeded(f"the request's deadline passed {where}") from None
+        except asyncio.CancelledError:
+            entry.future.cancel()  # the caller went away: never compute it
+            raise
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                head = await self._next_head()
+                if head is None:
+                    return
+                try:
+                    batch = await self._collect(head)
+                    if batch:
+                        await self._execute(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the loop must survive anything
+                    log.exception("batcher loop error; continuing")
+        finally:
+            self._fail_leftovers()
+
+    def _purge(self) -> None:
+        """Drop items whose caller went away; fail items whose deadline passed."""
+        now = asyncio.get_running_loop().time()
+        kept: deque[_Entry[T, R]] = deque()
+        for e in self._queue:
+            if e.future.done():
+                continue
+            if e.deadline <= now:
+                e.future.set_exception(
+                    DeadlineExceeded("the request's deadline passed while it was queued")
+                )
+                continue
+            kept.append(e)
+        self._queue = kept
+
+    async def _next_head(self) -> _Entry[T, R] | None:
+        while True:
+            self._purge()
+            if self._queue:
+                return self._queue[0]
+            if self._closing:
+                return None
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def _collect(self, head: _Entry[T, R]) -> list[_Entry[T, R]]:
+        loop = asyncio.get_running_loop()
+        close_at = head.enqueued_at + self.max_wait_s
+        while True:
+            self._purge()
+            if head.future.done():
+                return []  # the head left; the next oldest item starts a new batch
+            batch = [e for e in self._queue if e.key == head.key][: self.max_batch_size]
+            remaining = close_at - loop.time()
+            if len(batch) >= self.max_batch_size or remaining <= 0 or self._closing:
+                break
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                pass
+        taken = {id(e) for e in batch}
+        self._queue = deque(e for e in self._queue if id(e) not in taken)
+        return batch
+
+    async def _execute(self, batch: list[_Entry[T, R]]) -> None:
+        now = asyncio.get_running_loop().time()
+        for e in batch:
+            e.started = True
+        if self._observer is not None:
+            self._observer.batch_formed(len(batch), [now - e.enqueued_at for e in batch])
+        self._in_flight = batch  # left set if cancelled, so _fail_leftovers answers them
+        await self._call(batch)
+        self._in_flight = []
+
+    async def _call(self, batch: list[_Entry[T, R]]) -> None:
+        try:
+            results = await self._process([e.item for e in batch])
+            if len(results) != len(batch):
+                raise EngineError(
+                    f"the engine returned {len(results)} results for a batch of {len(batch)}"
+                )
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0], exc)
+                return
+            log.warning(
+                "batch of %d failed (%s: %s); retrying its items one by one",
+                len(batch),
+                type(exc).__name__,
+                exc,
+            )
+            for e in batch:
+                if not e.future.done():
+                    await self._call([e])
+            return
+        for e, result in zip(batch, results, strict=True):
+            _settle(e, result)
+
+    def _fail_leftovers(self) -> None:
+        for e in [*self._in_flight, *self._queue]:
+            if not e.future.done():
+                e.future.set_exception(Draining("the service stopped before this request ran"))
+        self._queue.clear()
+
+    # -- shutdown -------------------------------------------------------------------
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Stop intake, finish all queued and in-flight items, then stop the loop.
+
+        After ``timeout_s`` the loop is cancelled and whatever is left fails with
+        :class:`~tts_service.errors.Draining`.
+        """
+        self._closing = True
+        self._wakeup.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+        except TimeoutError:
+            log.warning("drain timeout of %.1fs passed; failing %d requests", timeout_s, self.queue_depth)
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+
+def _settle(entry: _Entry, outcome: object) -> None:
+    if entry.future.done():
+        return  # the caller gave up (deadline or disconnect) while it ran
+    if isinstance(outcome, BaseException):
+        entry.future.set_exception(outcome)
+    else:
+        entry.future.set_result(outcome)

@@ -1,0 +1,21 @@
+"""Synthesis engines, created by name from the service's settings."""
+
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import SAMPLE_RATE, Engine, ResolvedVoice, SynthesisItem, VoiceInfo
+
+__all__ = ["SAMPLE_RATE", "Engine", "ResolvedVoice", "SynthesisItem", "VoiceInfo", "create_engine"]
+
+
+def create_engine(settings: Settings) -> Engine:
+    """The engine ``settings.engine`` names, not yet loaded (``load`` runs on the worker)."""
+    if settings.engine == "espeak":
+        from .espeak import EspeakEngine
+
+        return EspeakEngine(default_voice=settings.default_voice)
+    if settings.engine == "chattts":
+        raise NotImplementedError(
+            "TTS_ENGINE=chattts is not available in this version yet; use TTS_ENGINE=espeak"
+        )
+    raise ValueError(f"unknown engine {settings.engine!r}")

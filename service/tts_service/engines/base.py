@@ -1,0 +1,102 @@
+"""The engine interface every synthesis backend implements.
+
+An engine instance is owned by exactly one inference worker thread: ``load``,
+``warmup``, ``synthesize`` and ``close`` are only ever called from that thread, one at
+a time, so an engine needs no locking of its own.  ``resolve_voice`` and ``batch_key``
+are called on the event loop and must therefore be cheap and touch only immutable data.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..text_normalization import Language
+
+SAMPLE_RATE = 24_000
+
+# OpenAI's voice names, so the OpenAI SDK works unchanged; each engine maps them.
+OPENAI_VOICE_NAMES = (
+    "alloy",
+    "ash",
+    "ballad",
+    "coral",
+    "echo",
+    "fable",
+    "onyx",
+    "nova",
+    "sage",
+    "shimmer",
+    "verse",
+    "marin",
+    "cedar",
+)
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    """A voice a client may ask for by ``id``."""
+
+    id: str
+    language: str
+    description: str
+
+
+@dataclass(frozen=True)
+class ResolvedVoice:
+    """What a requested voice name means for this text: the engine's voice id and language."""
+
+    id: str
+    language: Language
+
+
+@dataclass(frozen=True)
+class SynthesisItem:
+    """One request's worth of work for the engine."""
+
+    text: str
+    voice: ResolvedVoice
+    speed: float = 1.0
+
+
+class Engine(abc.ABC):
+    """A speech synthesizer producing float32 mono audio at 24 kHz."""
+
+    name: str = "engine"
+    sample_rate: int = SAMPLE_RATE
+    max_batch_size: int = 8
+
+    @abc.abstractmethod
+    def voices(self) -> list[VoiceInfo]:
+        """Voices a client can name directly."""
+
+    @abc.abstractmethod
+    def aliases(self) -> dict[str, str]:
+        """Other accepted names (OpenAI's voice names) and what each maps to."""
+
+    @abc.abstractmethod
+    def resolve_voice(self, requested: str | None, text: str) -> ResolvedVoice:
+        """The voice to use for ``text``; raise :class:`~tts_service.errors.UnknownVoice`."""
+
+    def batch_key(self, item: SynthesisItem) -> Hashable:
+        """Items with equal keys can share one ``synthesize`` call."""
+        return (item.voice, item.speed)
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load models/libraries; called once on the worker thread before anything else."""
+
+    def warmup(self) -> None:
+        """Run representative work so the first real request pays no first-call costs."""
+        voice = self.resolve_voice(None, "Warm up.")
+        self.synthesize([SynthesisItem("Warm up.", voice)] * min(2, self.max_batch_size))
+
+    @abc.abstractmethod
+    def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        """One float32 mono 24 kHz array per item, in the order given."""
+
+    def close(self) -> None:
+        """Release what ``load`` acquired."""

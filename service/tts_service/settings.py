@@ -1,0 +1,184 @@
+"""The service's settings: one typed object, read from ``TTS_*`` environment variables.
+
+This module is the single source of truth for configuration.  The service reads it with
+:meth:`Settings.from_env`; the operator builds a :class:`Settings` from a TTSService spec
+and writes the container env with :meth:`Settings.to_env`, so variable names, defaults
+and validation rules are never copied as string literals anywhere else.  The README's
+settings table is generated from :data:`SETTINGS_FIELDS` (and a test keeps it in sync).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_PREFIX = "TTS_"
+
+ENGINES = ("espeak", "chattts")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+class SettingsError(ValueError):
+    """A setting has a value outside what is allowed; the message is one line naming both."""
+
+    def __init__(self, env: str, value: str, allowed: str) -> None:
+        super().__init__(f"invalid setting {env}={value!r}: allowed {allowed}")
+        self.env = env
+        self.value = value
+        self.allowed = allowed
+
+
+def _setting(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> Any:
+    return field(
+        default=default,
+        metadata={"help": help, "choices": choices, "minimum": minimum, "maximum": maximum},
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be told; each field is read from ``TTS_<FIELD NAME>``."""
+
+    host: str = _setting("127.0.0.1", "Address to listen on (use 0.0.0.0 in a container).")
+    port: int = _setting(8080, "TCP port to listen on.", minimum=1, maximum=65535)
+    engine: str = _setting("espeak", "Synthesis engine.", choices=ENGINES)
+    max_batch_size: int = _setting(
+        8, "Largest batch handed to the engine in one call.", minimum=1, maximum=256
+    )
+    max_wait_ms: float = _setting(
+        80.0,
+        "How long the batcher waits for more requests after the first one of a batch arrived.",
+        minimum=0,
+        maximum=10_000,
+    )
+    max_queue_size: int = _setting(
+        256, "Requests waiting for the engine before new ones get 503 + Retry-After.", minimum=1
+    )
+    request_timeout_s: float = _setting(
+        30.0, "Deadline per request, from arrival to audio; past it the client gets 504.", minimum=0.1
+    )
+    max_input_chars: int = _setting(
+        4096, "Longest accepted input text, in characters.", minimum=1, maximum=100_000
+    )
+    max_body_bytes: int = _setting(
+        65536, "Largest accepted request body; larger bodies get 413.", minimum=1024
+    )
+    default_voice: str = _setting(
+        "", "Voice used when a request names none; empty = chosen by the text's script."
+    )
+    warmup: bool = _setting(True, "Run a synthesis at start-up before /readyz reports ready.")
+    shutdown_timeout_s: float = _setting(
+        30.0, "On SIGTERM, how long to finish queued and in-flight requests.", minimum=0
+    )
+    log_level: str = _setting("INFO", "Log level.", choices=LOG_LEVELS)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every field from ``env`` (default ``os.environ``); raise :class:`SettingsError`."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in SETTINGS_FIELDS:
+            name = env_name(f)
+            if name in env:
+                values[f.name] = _parse(f, name, env[name])
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The env mapping that :meth:`from_env` turns back into exactly these settings."""
+        return {env_name(f): _format(getattr(self, f.name)) for f in SETTINGS_FIELDS}
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and validated like values read from env."""
+        merged = dataclasses.replace(self, **changes)
+        return Settings.from_env(merged.to_env())
+
+
+SETTINGS_FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(Settings)
+
+
+def env_name(f: dataclasses.Field | str) -> str:
+    """``max_wait_ms`` -> ``TTS_MAX_WAIT_MS``."""
+    name = f if isinstance(f, str) else f.name
+    return ENV_PREFIX + name.upper()
+
+
+def _allowed(f: dataclasses.Field) -> str:
+    meta = f.metadata
+    if meta["choices"]:
+        return "one of " + ", ".join(meta["choices"])
+    kind = {bool: "true or false", int: "an integer", float: "a number"}.get(
+        _field_type(f), "a string"
+    )
+    lo, hi = meta["minimum"], meta["maximum"]
+    if lo is not None and hi is not None:
+        return f"{kind} from {lo:g} to {hi:g}"
+    if lo is not None:
+        return f"{kind} >= {lo:g}"
+    return kind
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    return {"str": str, "int": int, "float": float, "bool": bool}[str(f.type)]
+
+
+def _parse(f: dataclasses.Field, name: str, raw: str) -> Any:
+    kind = _field_type(f)
+    text = raw.strip()
+    try:
+        if kind is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError(text)
+        if kind is int:
+            value: Any = int(text)
+        elif kind is float:
+            value = float(text)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError(text)
+        else:
+            value = text
+    except ValueError:
+        raise SettingsError(name, raw, _allowed(f)) from None
+    meta = f.metadata
+    if meta["choices"] and value not in meta["choices"]:
+        # Accept a different case for enumerations, report the canonical spelling.
+        matches = [c for c in meta["choices"] if c.lower() == str(value).lower()]
+        if not matches:
+            raise SettingsError(name, raw, _allowed(f))
+        value = matches[0]
+    if meta["minimum"] is not None and value < meta["minimum"]:
+        raise SettingsError(name, raw, _allowed(f))
+    if meta["maximum"] is not None and value > meta["maximum"]:
+        raise SettingsError(name, raw, _allowed(f))
+    return value
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}" if value == int(value) else repr(value)
+    return str(value)
+
+
+def settings_markdown_table() -> str:
+    """The README's settings table, generated so the docs cannot drift from the code."""
+    rows = ["| Variable | Default | Allowed | Meaning |", "| --- | --- | --- | --- |"]
+    for f in SETTINGS_FIELDS:
+        default = _format(f.default) or "(empty)"
+        rows.append(f"| `{env_name(f)}` | `{default}` | {_allowed(f)} | {f.metadata['help']} |")
+    return "\n".join(rows)

@@ -1,0 +1,179 @@
+"""Parsing and validating request bodies into :class:`SpeechRequest`.
+
+Both synthesis endpoints -- OpenAI's ``POST /v1/audio/speech`` and the write-up's
+``POST /tts`` -- are read into the same object here, so they share one pipeline and
+one set of rules.  Every rejection is an :class:`~tts_service.errors.InvalidRequest`
+naming the offending field (``param``) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from .audio import FORMATS
+from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from .settings import Settings
+from .text_normalization import clean_text
+
+MIN_SPEED = 0.25
+MAX_SPEED = 4.0
+DEFAULT_MODEL = "tts-1"
+OPENAI_FIELDS = ("model", "input", "voice", "response_format", "speed", "instructions", "stream_format")
+TTS_FIELDS = ("text", "voice", "format", "speed")
+
+
+@dataclass(frozen=True)
+class SpeechRequest:
+    """A validated synthesis request, whichever endpoint it came through."""
+
+    text: str
+    voice: str | None
+    response_format: str
+    speed: float = 1.0
+    model: str = DEFAULT_MODEL
+
+
+async def read_json_object(request: web.Request, settings: Settings) -> dict[str, Any]:
+    """The request body as a JSON object, or a 4xx error saying what is wrong with it."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, got {request.content_type or 'none'!r}"
+        )
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise PayloadTooLarge(
+            f"the request body is {request.content_length} bytes; "
+            f"the limit is {settings.max_body_bytes} bytes"
+        )
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"the request body exceeds the limit of {settings.max_body_bytes} bytes") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise InvalidRequest("the request body is nested too deeply to be a speech request") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"the request body must be a JSON object, got {_json_type(body)}")
+    return body
+
+
+def parse_openai_speech(body: dict[str, Any], settings: Settings) -> SpeechRequest:
+    """Validate an OpenAI ``audio.speech.create`` body."""
+    _reject_unknown(body, OPENAI_FIELDS)
+    model = _optional_string(body, "model") or DEFAULT_MODEL
+    _optional_string(body, "instructions")  # accepted for compatibility, not used
+    stream_format = _optional_string(body, "stream_format")
+    if stream_format not in (None, "audio"):
+        raise InvalidRequest(
+            f"stream_format {stream_format!r} is not supported: only 'audio' is", param="stream_format"
+        )
+    return SpeechRequest(
+        text=_text(body, "input", settings),
+        voice=_voice(body),
+        response_format=_format(body, "response_format", default="mp3"),
+        speed=_speed(body),
+        model=model,
+    )
+
+
+def parse_tts(body: dict[str, Any], settings: Settings) -> SpeechRequest:
+    """Validate a ``POST /tts`` body: ``{"text", "voice", "format", "speed"}``."""
+    _reject_unknown(body, TTS_FIELDS)
+    return SpeechRequest(
+        text=_text(body, "text", settings),
+        voice=_voice(body),
+        response_format=_format(body, "format", default="wav"),
+        speed=_speed(body),
+    )
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _reject_unknown(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise InvalidRequest(
+            f"unrecognized field(s) {', '.join(map(repr, unknown))}; allowed fields: {', '.join(allowed)}",
+            param=unknown[0],
+        )
+
+
+def _optional_string(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a string, got {_json_type(value)}", param=name)
+    return value
+
+
+def _text(body: dict[str, Any], name: str, settings: Settings) -> str:
+    if name not in body or body[name] is None:
+        raise InvalidRequest(f"{name} is required: the text to speak", param=name)
+    value = body[name]
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{name} must be a string, got {_json_type(value)}", param=name)
+    if len(value) > settings.max_input_chars:
+        raise InvalidRequest(
+            f"{name} is {len(value)} characters long; the maximum is {settings.max_input_chars}",
+            param=name,
+            code="input_too_long",
+        )
+    if not clean_text(value):
+        raise InvalidRequest(f"{name} must contain text to speak, not only white space or control characters", param=name)
+    return value
+
+
+def _voice(body: dict[str, Any]) -> str | None:
+    value = body.get("voice")
+    if isinstance(value, dict) and isinstance(value.get("id"), str):
+        value = value["id"]  # OpenAI's custom-voice form {"id": "..."}
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"voice must be a string, got {_json_type(value)}", param="voice")
+    return value
+
+
+def _format(body: dict[str, Any], name: str, default: str) -> str:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, str) or value.lower() not in FORMATS:
+        shown = value if isinstance(value, str) else _json_type(value)
+        raise InvalidRequest(
+            f"{name} {shown!r} is not supported; supported formats: {', '.join(FORMATS)}",
+            param=name,
+            code="unsupported_format",
+        )
+    return value.lower()
+
+
+def _speed(body: dict[str, Any]) -> float:
+    value = body.get("speed")
+    if value is None:
+        return 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidRequest(f"speed must be a number from {MIN_SPEED} to {MAX_SPEED}", param="speed")
+    if not MIN_SPEED <= value <= MAX_SPEED:
+        raise InvalidRequest(f"speed {value} is out of range: allowed {MIN_SPEED} to {MAX_SPEED}", param="speed")
+    return float(value)

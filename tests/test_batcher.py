@@ -1,0 +1,297 @@
+"""The dynamic batcher on its own, driven by a controllable fake consumer.
+
+The fake consumer is a legitimate test double here: these tests are about batch
+formation, keying, deadlines, back-pressure, cancellation and poison isolation, not
+about synthesis.  Synchronisation uses asyncio events and futures, never sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+
+from tts_service.batcher import DynamicBatcher
+from tts_service.errors import DeadlineExceeded, Draining, EngineError, QueueFull
+
+LONG = 30.0  # a max wait / timeout that a passing test never reaches
+
+
+@dataclass(frozen=True)
+class Item:
+    value: int
+    key: str = "a"
+    poison: bool = False
+
+
+class FakeConsumer:
+    """Records batches; can be paused with a gate; fails on poisoned items."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Item]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.entered = asyncio.Event()
+
+    async def __call__(self, items: list[Item]) -> list:
+        self.batches.append(list(items))
+        self.entered.set()
+        await self.gate.wait()
+        if any(item.poison for item in items):
+            raise ValueError("poisoned input")
+        return [item.value * 10 for item in items]
+
+
+def make(consumer, **kwargs) -> DynamicBatcher:
+    options = dict(
+        max_batch_size=4,
+        max_wait_s=LONG,
+        max_queue_size=100,
+        default_timeout_s=LONG,
+        key=lambda item: item.key,
+    )
+    options.update(kwargs)
+    batcher = DynamicBatcher(consumer, **options)
+    batcher.start()
+    return batcher
+
+
+async def test_full_batch_does_not_wait():
+    consumer = FakeConsumer()
+    batcher = make(consumer, max_batch_size=4, max_wait_s=LONG)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(batcher.infer(Item(i)) for i in range(4))), timeout=5
+    )
+    assert results == [0, 10, 20, 30]
+    assert [len(b) for b in consumer.batches] == [4]
+    await batcher.close()
+
+
+async def test_partial_batch_is_sent_after_max_wait():
+    consumer = FakeConsumer()
+    batcher = make(consumer, max_batch_size=8, max_wait_s=0.05)
+    results = await asyncio.wait_for(
+        asyncio.gather(batcher.infer(Item(1)), batcher.infer(Item(2))), timeout=5
+    )
+    assert results == [10, 20]
+    assert [len(b) for b in consumer.batches] == [2]
+    await batcher.close()
+
+
+async def test_batches_split_by_max_size_and_keep_fifo_order():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=3, max_wait_s=0)
+    first = asyncio.ensure_future(batcher.infer(Item(0)))
+    await consumer.entered.wait()  # the worker is busy with batch [0]
+    rest = [asyncio.ensure_future(batcher.infer(Item(i))) for i in range(1, 8)]
+    await asyncio.sleep(0)
+    consumer.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(first, *rest), timeout=5)
+    assert results == [i * 10 for i in range(8)]
+    assert [[item.value for item in b] for b in consumer.batches] == [[0], [1, 2, 3], [4, 5, 6], [7]]
+    await batcher.close()
+
+
+async def test_only_items_with_the_same_key_share_a_batch():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=8, max_wait_s=0)
+    blocker = asyncio.ensure_future(batcher.infer(Item(99, key="z")))
+    await consumer.entered.wait()
+    items = [Item(i, key="ab"[i % 2]) for i in range(6)]
+    futures = [asyncio.ensure_future(batcher.infer(item)) for item in items]
+    await asyncio.sleep(0)
+    consumer.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(blocker, *futures), timeout=5)
+    assert results == [990] + [i * 10 for i in range(6)]
+    for batch in consumer.batches:
+        assert len({item.key for item in batch}) == 1
+    # The oldest waiting item's key goes first.
+    assert [[i.value for i in b] for b in consumer.batches[1:]] == [[0, 2, 4], [1, 3, 5]]
+    await batcher.close()
+
+
+async def test_queue_full_rejects_at_once():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=1, max_wait_s=0, max_queue_size=2)
+    running = asyncio.ensure_future(batcher.infer(Item(0)))
+    await consumer.entered.wait()
+    queued = [asyncio.ensure_future(batcher.infer(Item(i))) for i in (1, 2)]
+    await asyncio.sleep(0)
+    with pytest.raises(QueueFull) as excinfo:
+        await batcher.infer(Item(3))
+    assert excinfo.value.status == 503
+    assert excinfo.value.headers["Retry-After"] == "1"
+    consumer.gate.set()
+    assert await asyncio.wait_for(asyncio.gather(running, *queued), timeout=5) == [0, 10, 20]
+    await batcher.close()
+
+
+async def test_expired_item_is_dropped_and_never_computed():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=1, max_wait_s=0)
+    running = asyncio.ensure_future(batcher.infer(Item(0)))
+    await consumer.entered.wait()
+    with pytest.raises(DeadlineExceeded) as excinfo:
+        await batcher.infer(Item(1), timeout_s=0.01)
+    assert excinfo.value.status == 504
+    assert "queued" in excinfo.value.message
+    survivor = asyncio.ensure_future(batcher.infer(Item(2)))
+    await asyncio.sleep(0)
+    consumer.gate.set()
+    assert await asyncio.wait_for(asyncio.gather(running, survivor), timeout=5) == [0, 20]
+    computed = [item.value for batch in consumer.batches for item in batch]
+    assert 1 not in computed
+    await batcher.close()
+
+
+async def test_cancelled_request_is_removed_from_the_queue():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=4, max_wait_s=0)
+    running = asyncio.ensure_future(batcher.infer(Item(0)))
+    await consumer.entered.wait()
+    gone = asyncio.ensure_future(batcher.infer(Item(1)))
+    kept = asyncio.ensure_future(batcher.infer(Item(2)))
+    await asyncio.sleep(0)
+    assert batcher.queue_depth == 2
+    gone.cancel()  # what aiohttp does to a handler whose client disconnected
+    await asyncio.gather(gone, return_exceptions=True)
+    assert batcher.queue_depth == 1
+    consumer.gate.set()
+    assert await asyncio.wait_for(asyncio.gather(running, kept), timeout=5) == [0, 20]
+    computed = [item.value for batch in consumer.batches for item in batch]
+    assert computed == [0, 2]
+    await batcher.close()
+
+
+async def test_poisoned_item_fails_alone():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=4, max_wait_s=0)
+    blocker = asyncio.ensure_future(batcher.infer(Item(9)))
+    await consumer.entered.wait()
+    futures = [
+        asyncio.ensure_future(batcher.infer(Item(i, poison=(i == 2)))) for i in range(4)
+    ]
+    await asyncio.sleep(0)
+    consumer.gate.set()
+    outcomes = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout=5)
+    assert outcomes[0] == 0 and outcomes[1] == 10 and outcomes[3] == 30
+    assert isinstance(outcomes[2], ValueError)
+    # The failing batch of 4 was retried item by item.
+    assert [len(b) for b in consumer.batches] == [1, 4, 1, 1, 1, 1]
+    assert await blocker == 90
+    # The loop is still alive.
+    assert await asyncio.wait_for(batcher.infer(Item(5)), timeout=5) == 50
+    await batcher.close()
+
+
+async def test_per_item_exception_in_results_fails_only_that_item():
+    async def consumer(items):
+        return [ValueError("bad row") if item.value == 1 else item.value for item in items]
+
+    batcher = make(consumer, max_batch_size=3)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*(batcher.infer(Item(i)) for i in range(3)), return_exceptions=True), 5
+    )
+    assert outcomes[0] == 0 and outcomes[2] == 2
+    assert isinstance(outcomes[1], ValueError)
+    await batcher.close()
+
+
+async def test_result_count_is_checked_against_batch_size():
+    calls: list[int] = []
+
+    async def short_consumer(items):
+        calls.append(len(items))
+        return [item.value for item in items][:1]  # drops results for batches > 1
+
+    batcher = make(short_consumer, max_batch_size=3)
+    results = await asyncio.wait_for(
+        asyncio.gather(*(batcher.infer(Item(i)) for i in range(3))), timeout=5
+    )
+    # The mismatch was detected and the items were retried singly, each getting its own result.
+    assert results == [0, 1, 2]
+    assert calls == [3, 1, 1, 1]
+
+
+async def test_result_count_mismatch_on_single_item_is_an_engine_error():
+    async def empty_consumer(items):
+        return []
+
+    batcher = make(empty_consumer, max_batch_size=1)
+    with pytest.raises(EngineError, match="0 results for a batch of 1"):
+        await asyncio.wait_for(batcher.infer(Item(1)), timeout=5)
+    await batcher.close()
+
+
+async def test_results_follow_identity_under_heavy_concurrency():
+    async def consumer(items):
+        await asyncio.sleep(0)
+        return [(item.key, item.value) for item in items]
+
+    batcher = make(consumer, max_batch_size=8, max_wait_s=0.001, max_queue_size=1000)
+    items = [Item(i, key=f"k{i % 5}") for i in range(500)]
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.infer(item) for item in items)), 30)
+    assert results == [(item.key, item.value) for item in items]
+    await batcher.close()
+
+
+async def test_close_finishes_queued_work_and_rejects_new_work():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=2, max_wait_s=LONG)
+    futures = [asyncio.ensure_future(batcher.infer(Item(i))) for i in range(5)]
+    await consumer.entered.wait()
+    closing = asyncio.ensure_future(batcher.close())
+    await asyncio.sleep(0)
+    with pytest.raises(Draining):
+        await batcher.infer(Item(6))
+    consumer.gate.set()
+    await asyncio.wait_for(closing, timeout=5)
+    assert [f.result() for f in futures] == [0, 10, 20, 30, 40]
+
+
+async def test_close_timeout_fails_leftovers_with_draining():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=1, max_wait_s=0)
+    futures = [asyncio.ensure_future(batcher.infer(Item(i))) for i in range(3)]
+    await consumer.entered.wait()
+    await asyncio.wait_for(batcher.close(timeout_s=0.01), timeout=5)
+    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    assert all(isinstance(o, Draining) for o in outcomes)
+
+
+async def test_observer_sees_every_batch():
+    seen: list[tuple[int, int]] = []
+
+    class Observer:
+        def batch_formed(self, size, queue_waits_s):
+            assert all(w >= 0 for w in queue_waits_s)
+            seen.append((size, len(queue_waits_s)))
+
+    async def consumer(items):
+        return [item.value for item in items]
+
+    batcher = make(consumer, max_batch_size=3, observer=Observer())
+    await asyncio.wait_for(asyncio.gather(*(batcher.infer(Item(i)) for i in range(6))), 5)
+    assert seen == [(3, 3), (3, 3)]
+    await batcher.close()
+
+
+async def test_loop_survives_consumer_returning_garbage_type():
+    async def consumer(items):
+        return None  # not even a sequence
+
+    batcher = make(consumer, max_batch_size=1)
+    with pytest.raises(TypeError):
+        await asyncio.wait_for(batcher.infer(Item(1)), timeout=5)
+    with pytest.raises(TypeError):
+        await asyncio.wait_for(batcher.infer(Item(2)), timeout=5)
+    await batcher.close()
