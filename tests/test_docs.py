@@ -1,0 +1,39 @@
+"""The README stays true: its settings and metrics tables and its two commands."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tts_service.metrics import METRIC_NAMES, Metrics
+from tts_service.settings import settings_markdown_table
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def block(name: str) -> str:
+    match = re.search(rf"<!-- {name}:start[^>]*-->\n(.*?)\n<!-- {name}:end -->", README, re.S)
+    assert match, f"README lacks the {name} block"
+    return match.group(1)
+
+
+def test_settings_table_is_generated_from_the_settings_object():
+    assert block("settings-table") == settings_markdown_table()
+
+
+def exported_metric_names() -> set[str]:
+    suffix = {"counter": "_total", "info": "_info"}
+    registry = Metrics(engine="espeak", version="0").registry
+    return {f.name + suffix.get(f.type, "") for f in registry.collect() if f.name.startswith("tts_")}
+
+
+def test_metrics_table_matches_what_the_service_exports():
+    documented = set(re.findall(r"^\| `(tts_[a-z_]+)`", block("metrics-table"), re.M))
+    assert documented == set(METRIC_NAMES) == exported_metric_names()
+
+
+def test_ci_runs_the_readme_test_command():
+    assert "./dev serve" in README and "./dev test" in README
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^exec \./dev test$", ci, re.M)
