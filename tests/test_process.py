@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -69,10 +70,12 @@ def queue_depth(url: str) -> float:
     return float(line.split()[1])
 
 
-def wait_for_queue_depth(url: str, depth: int, timeout: float = 30.0) -> bool:
+def wait_for_queue_depth(url: str, depth: int, timeout: float = 30.0, above: bool = True) -> bool:
+    """Wait until the queue holds at least (``above``) or at most ``depth`` requests."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if queue_depth(url) >= depth:
+        current = queue_depth(url)
+        if (current >= depth) if above else (current <= depth):
             return True
         time.sleep(0.01)  # polling a condition, bounded by the deadline
     return False
@@ -91,3 +94,41 @@ def test_sigterm_finishes_queued_requests_then_exits_zero():
     assert code == 0, log
     assert statuses == [200] * 6, log
     assert "draining" in log and "stopped" in log
+
+
+def metric_value(url: str, name: str) -> float:
+    metrics = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+    line = next((line for line in metrics.splitlines() if line.startswith(name + " ")), None)
+    return float(line.split()[1]) if line else 0.0
+
+
+def test_disconnected_client_is_dropped_from_the_queue_and_never_computed():
+    with running_service(TTS_MAX_BATCH_SIZE="1", TTS_MAX_WAIT_MS="0") as service:
+        long_text = "This request keeps the engine busy for a while. " * 60
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            busy = pool.submit(post_speech, service.url, long_text)
+            assert wait_for_queue_depth_or_inflight(service.url)
+            # A raw client that queues a request and hangs up before the answer.
+            body = json.dumps({"input": "nobody will listen to this", "response_format": "pcm"}).encode()
+            sock = socket.create_connection(("127.0.0.1", service.port), timeout=5)
+            sock.sendall(
+                b"POST /v1/audio/speech HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            assert wait_for_queue_depth(service.url, 1)
+            sock.close()
+            assert wait_for_queue_depth(service.url, 0, above=False)
+            assert busy.result(timeout=60) == 200
+        assert post_speech(service.url, "after") == 200
+        # Two requests were computed (the busy one and "after"); the abandoned one never was.
+        assert metric_value(service.url, "tts_batch_size_sum") == 2
+
+
+def wait_for_queue_depth_or_inflight(url: str, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if metric_value(url, "tts_inflight_requests") >= 1 and metric_value(url, "tts_batch_size_count") >= 1:
+            return True
+        time.sleep(0.01)  # polling a condition, bounded by the deadline
+    return False

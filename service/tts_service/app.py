@@ -63,7 +63,13 @@ async def serve(settings: Settings) -> int:
         return 1
     app = create_app(settings, service)
     runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_s, access_log=None
+        app,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout_s,
+        access_log=None,
+        # Cancel a handler whose client disconnected, so its queued request is dropped
+        # instead of computed for nobody (aiohttp's default is to let it run).
+        handler_cancellation=True,
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
