@@ -26,7 +26,6 @@ import random
 import re
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -134,7 +133,13 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tts_service"],
-            env={**os.environ, **env, "TTS_HOST": "127.0.0.1", "TTS_PORT": str(self.port), "TTS_LOG_LEVEL": "WARNING"},
+            env={
+                **os.environ,
+                **env,
+                "TTS_HOST": "127.0.0.1",
+                "TTS_PORT": str(self.port),
+                "TTS_LOG_LEVEL": "WARNING",
+            },
         )
 
     async def wait_ready(self, timeout: float = 120) -> None:
@@ -175,7 +180,9 @@ def table(points: list[Point]) -> str:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", help="a running service (default: start one, see --compare)")
     parser.add_argument("--compare", action="store_true", help="batching on vs off, each in its own server")
     parser.add_argument("--engine", default="espeak")

@@ -6,9 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-
-from tts_service.app import create_app
 from tts_service.api import SERVICE
+from tts_service.app import create_app
 from tts_service.engines.espeak import EspeakEngine
 from tts_service.settings import Settings
 

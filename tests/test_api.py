@@ -10,10 +10,7 @@ import wave
 import numpy as np
 import pytest
 import soundfile
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
-
-from tts_service.api import SERVICE
 from tts_service.app import create_app
 from tts_service.engines.espeak import EspeakEngine
 from tts_service.settings import Settings
@@ -63,7 +60,8 @@ async def assert_error(response, status: int, param: str | None = None, *, conta
 )
 async def test_speech_in_every_format(client, fmt, content_type):
     response = await client.post(
-        SPEECH, json={"model": "tts-1", "input": "Hello from kubetts.", "voice": "nova", "response_format": fmt}
+        SPEECH,
+        json={"model": "tts-1", "input": "Hello from kubetts.", "voice": "nova", "response_format": fmt},
     )
     assert response.status == 200
     assert response.content_type == content_type
@@ -105,15 +103,21 @@ async def test_tts_endpoint_defaults_to_wav(client):
 
 
 async def test_tts_endpoint_takes_voice_format_and_speed(client):
-    slow = await client.post("/tts", json={"text": "Speed test sentence.", "voice": "en-gb", "format": "wav", "speed": 0.5})
-    fast = await client.post("/tts", json={"text": "Speed test sentence.", "voice": "en-gb", "format": "wav", "speed": 2})
+    slow = await client.post(
+        "/tts", json={"text": "Speed test sentence.", "voice": "en-gb", "format": "wav", "speed": 0.5}
+    )
+    fast = await client.post(
+        "/tts", json={"text": "Speed test sentence.", "voice": "en-gb", "format": "wav", "speed": 2}
+    )
     assert slow.status == fast.status == 200
     assert slow.headers["X-TTS-Voice"] == "en-gb"
     assert wav_seconds(await slow.read()) > 1.5 * wav_seconds(await fast.read())
 
 
 async def test_openai_custom_voice_object_form(client):
-    response = await client.post(SPEECH, json={"input": "Hi", "voice": {"id": "cmn+f2"}, "response_format": "pcm"})
+    response = await client.post(
+        SPEECH, json={"input": "Hi", "voice": {"id": "cmn+f2"}, "response_format": "pcm"}
+    )
     assert response.status == 200 and response.headers["X-TTS-Voice"] == "cmn+f2"
 
 
@@ -181,20 +185,22 @@ async def test_body_must_be_an_object(client):
 
 async def test_deeply_nested_json_is_a_client_error(client):
     body = b"[" * 50_000 + b"]" * 50_000
-    response = await client.post(
-        SPEECH, data=body, headers={"Content-Type": "application/json"}
-    )
+    response = await client.post(SPEECH, data=body, headers={"Content-Type": "application/json"})
     assert response.status in (400, 413)
     assert "error" in await response.json()
 
 
 async def test_invalid_utf8(client):
-    response = await client.post(SPEECH, data=b'{"input": "\xff\xfe"}', headers={"Content-Type": "application/json"})
+    response = await client.post(
+        SPEECH, data=b'{"input": "\xff\xfe"}', headers={"Content-Type": "application/json"}
+    )
     await assert_error(response, 400, contains="UTF-8")
 
 
 async def test_wrong_content_type(client):
-    response = await client.post(SPEECH, data="input=hello", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = await client.post(
+        SPEECH, data="input=hello", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     await assert_error(response, 415, contains="application/json")
 
 
@@ -224,12 +230,16 @@ async def test_invalid_openai_bodies(client, body, param, contains):
 
 
 async def test_nan_speed_is_rejected(client):
-    response = await client.post(SPEECH, data=b'{"input": "hi", "speed": NaN}', headers={"Content-Type": "application/json"})
+    response = await client.post(
+        SPEECH, data=b'{"input": "hi", "speed": NaN}', headers={"Content-Type": "application/json"}
+    )
     await assert_error(response, 400, "speed")
 
 
 async def test_invalid_tts_bodies(client):
-    await assert_error(await client.post("/tts", json={"input": "hi"}), 400, "input", contains="allowed fields: text")
+    await assert_error(
+        await client.post("/tts", json={"input": "hi"}), 400, "input", contains="allowed fields: text"
+    )
     await assert_error(await client.post("/tts", json={"text": "hi", "format": "ogg"}), 400, "format")
 
 
@@ -275,11 +285,19 @@ async def test_metrics_move(client):
     after = await scrape(client)
     route = (("code", "200"), ("route", SPEECH))
     assert after[("tts_requests_total", route)] == before.get(("tts_requests_total", route), 0) + 1
-    assert metric(after, "tts_rejected_total", reason="invalid_request") == metric(before, "tts_rejected_total", reason="invalid_request") + 1
+    assert (
+        metric(after, "tts_rejected_total", reason="invalid_request")
+        == metric(before, "tts_rejected_total", reason="invalid_request") + 1
+    )
     assert metric(after, "tts_audio_seconds_total") > metric(before, "tts_audio_seconds_total")
     assert metric(after, "tts_batch_size_count") == metric(before, "tts_batch_size_count") + 1
-    assert metric(after, "tts_request_duration_seconds_count", route=SPEECH) == metric(before, "tts_request_duration_seconds_count", route=SPEECH) + 2
-    assert metric(after, "tts_inference_duration_seconds_count") > metric(before, "tts_inference_duration_seconds_count")
+    assert (
+        metric(after, "tts_request_duration_seconds_count", route=SPEECH)
+        == metric(before, "tts_request_duration_seconds_count", route=SPEECH) + 2
+    )
+    assert metric(after, "tts_inference_duration_seconds_count") > metric(
+        before, "tts_inference_duration_seconds_count"
+    )
     assert metric(after, "tts_queue_wait_seconds_count") == metric(before, "tts_queue_wait_seconds_count") + 1
     assert metric(after, "tts_ready") == 1
     assert metric(after, "tts_build_info", engine="espeak", version="0.1.0") == 1
@@ -291,7 +309,9 @@ async def test_concurrent_requests_are_batched(make_client):
     client = await make_client(max_batch_size=8, max_wait_ms=5000)
     before = await scrape(client)
     texts = [f"Request number {i}." for i in range(16)]
-    responses = await asyncio.gather(*(client.post(SPEECH, json={"input": t, "response_format": "pcm"}) for t in texts))
+    responses = await asyncio.gather(
+        *(client.post(SPEECH, json={"input": t, "response_format": "pcm"}) for t in texts)
+    )
     assert [r.status for r in responses] == [200] * 16
     after = await scrape(client)
     batches = metric(after, "tts_batch_size_count") - metric(before, "tts_batch_size_count")
@@ -318,7 +338,10 @@ class FaultyEngine(EspeakEngine):
         if any("POISON" in item.text for item in items):
             raise RuntimeError("the model choked on this input")
         audios = super().synthesize(items)
-        return [np.full(10, np.nan, dtype=np.float32) if "NAN" in item.text else audio for item, audio in zip(items, audios)]
+        return [
+            np.full(10, np.nan, dtype=np.float32) if "NAN" in item.text else audio
+            for item, audio in zip(items, audios, strict=True)
+        ]
 
 
 async def test_poisoned_request_fails_alone_and_engine_stays_on_one_thread(aiohttp_client):
@@ -327,7 +350,9 @@ async def test_poisoned_request_fails_alone_and_engine_stays_on_one_thread(aioht
     client = await aiohttp_client(create_app(service.settings, service))
     await asyncio.wait_for(service.wait_ready(), 30)
     texts = [f"Good request {i}." for i in range(6)] + ["POISON pill.", "NAN output."]
-    responses = await asyncio.gather(*(client.post(SPEECH, json={"input": t, "response_format": "pcm"}) for t in texts))
+    responses = await asyncio.gather(
+        *(client.post(SPEECH, json={"input": t, "response_format": "pcm"}) for t in texts)
+    )
     statuses = [r.status for r in responses]
     assert statuses == [200] * 6 + [500, 500]
     poison = await assert_error(responses[6], 500, contains="the model choked")
@@ -342,6 +367,7 @@ async def test_poisoned_request_fails_alone_and_engine_stays_on_one_thread(aioht
 
 async def wait_until(predicate, timeout: float = 30.0) -> None:
     """Poll a condition on the event loop (a condition wait, not a sleep standing in for one)."""
+
     async def poll():
         while not predicate():
             await asyncio.sleep(0.005)
@@ -383,6 +409,8 @@ async def test_queue_full_is_503_with_retry_after(aiohttp_client):
 async def test_deadline_is_504(make_client):
     client = await make_client(request_timeout_s=0.1)
     # A long text takes eSpeak longer than 0.1 s to normalize and speak.
-    response = await client.post(SPEECH, json={"input": "A long sentence to speak. " * 150, "response_format": "pcm"})
+    response = await client.post(
+        SPEECH, json={"input": "A long sentence to speak. " * 150, "response_format": "pcm"}
+    )
     error = await assert_error(response, 504, contains="deadline")
     assert error["code"] == "deadline_exceeded"

@@ -8,7 +8,6 @@ import wave
 import numpy as np
 import pytest
 import soundfile
-
 from tts_service.audio import CONTENT_TYPES, FORMATS, encode, to_int16
 
 RATE = 24_000

@@ -11,7 +11,6 @@ import asyncio
 from dataclasses import dataclass
 
 import pytest
-
 from tts_service.batcher import DynamicBatcher
 from tts_service.errors import DeadlineExceeded, Draining, EngineError, QueueFull
 
@@ -60,9 +59,7 @@ def make(consumer, **kwargs) -> DynamicBatcher:
 async def test_full_batch_does_not_wait():
     consumer = FakeConsumer()
     batcher = make(consumer, max_batch_size=4, max_wait_s=LONG)
-    results = await asyncio.wait_for(
-        asyncio.gather(*(batcher.infer(Item(i)) for i in range(4))), timeout=5
-    )
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.infer(Item(i)) for i in range(4))), timeout=5)
     assert results == [0, 10, 20, 30]
     assert [len(b) for b in consumer.batches] == [4]
     await batcher.close()
@@ -175,9 +172,7 @@ async def test_poisoned_item_fails_alone():
     batcher = make(consumer, max_batch_size=4, max_wait_s=0)
     blocker = asyncio.ensure_future(batcher.infer(Item(9)))
     await consumer.entered.wait()
-    futures = [
-        asyncio.ensure_future(batcher.infer(Item(i, poison=(i == 2)))) for i in range(4)
-    ]
+    futures = [asyncio.ensure_future(batcher.infer(Item(i, poison=(i == 2)))) for i in range(4)]
     await asyncio.sleep(0)
     consumer.gate.set()
     outcomes = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout=5)
@@ -212,9 +207,7 @@ async def test_result_count_is_checked_against_batch_size():
         return [item.value for item in items][:1]  # drops results for batches > 1
 
     batcher = make(short_consumer, max_batch_size=3)
-    results = await asyncio.wait_for(
-        asyncio.gather(*(batcher.infer(Item(i)) for i in range(3))), timeout=5
-    )
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.infer(Item(i)) for i in range(3))), timeout=5)
     # The mismatch was detected and the items were retried singly, each getting its own result.
     assert results == [0, 1, 2]
     assert calls == [3, 1, 1, 1]

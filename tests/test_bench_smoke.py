@@ -13,7 +13,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_quick_compare_runs_and_reports(tmp_path):
     out = tmp_path / "report.md"
     result = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "http_load.py"), "--compare", "--quick", "--concurrency", "1,4", "--out", str(out)],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "http_load.py"),
+            "--compare",
+            "--quick",
+            "--concurrency",
+            "1,4",
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=240,

@@ -6,7 +6,6 @@ import threading
 
 import numpy as np
 import pytest
-
 from audio_checks import rms, seconds
 from tts_service.engines.base import SynthesisItem
 from tts_service.engines.espeak import EspeakEngine

@@ -11,7 +11,6 @@ import io
 import wave
 
 import numpy as np
-
 from audio_checks import SentenceRecognizer
 
 SENTENCES = [
@@ -42,7 +41,12 @@ async def test_spoken_sentences_are_recognized_through_the_http_api(client, tmp_
     for sentence in SENTENCES:
         response = await client.post(
             "/v1/audio/speech",
-            json={"model": "tts-1", "input": sentence.capitalize() + ".", "voice": "alloy", "response_format": "wav"},
+            json={
+                "model": "tts-1",
+                "input": sentence.capitalize() + ".",
+                "voice": "alloy",
+                "response_format": "wav",
+            },
         )
         assert response.status == 200
         audio, rate = decode_wav(await response.read())

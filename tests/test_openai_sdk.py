@@ -7,7 +7,6 @@ import wave
 
 import openai
 import pytest
-
 from service_process import running_service
 
 

@@ -8,9 +8,8 @@ import os
 import socket
 import subprocess
 import sys
-import urllib.request
-
 import time
+import urllib.request
 
 from service_process import free_port, running_service
 
@@ -30,7 +29,9 @@ def test_invalid_setting_fails_with_one_clear_line():
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert "TTS_MAX_BATCH_SIZE" in lines[0] and "'zero'" in lines[0] and "an integer from 1 to 256" in lines[0]
+    assert (
+        "TTS_MAX_BATCH_SIZE" in lines[0] and "'zero'" in lines[0] and "an integer from 1 to 256" in lines[0]
+    )
 
 
 def test_bad_default_voice_fails_start_up():

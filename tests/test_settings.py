@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tts_service.settings import SETTINGS_FIELDS, Settings, SettingsError, env_name
 
 

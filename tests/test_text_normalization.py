@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tts_service.text_normalization import (
     TextNormalizer,
     clean_text,

@@ -164,7 +164,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         failure = TTSError("internal server error; the service logged the details")
     _count_failure(request.app[SERVICE], failure)
     if failure.status >= 500:
-        log.warning("%s %s -> %d %s: %s", request.method, request.path, failure.status, failure.code, failure.message)
+        log.warning(
+            "%s %s -> %d %s: %s", request.method, request.path, failure.status, failure.code, failure.message
+        )
     return web.json_response(failure.to_json(), status=failure.status, headers=failure.headers)
 
 

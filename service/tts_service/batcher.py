@@ -170,9 +170,7 @@ class DynamicBatcher(Generic[T, R]):
             if e.future.done():
                 continue
             if e.deadline <= now:
-                e.future.set_exception(
-                    DeadlineExceeded("the request's deadline passed while it was queued")
-                )
+                e.future.set_exception(DeadlineExceeded("the request's deadline passed while it was queued"))
                 continue
             kept.append(e)
         self._queue = kept
@@ -221,9 +219,7 @@ class DynamicBatcher(Generic[T, R]):
         try:
             results = await self._process([e.item for e in batch])
             if len(results) != len(batch):
-                raise EngineError(
-                    f"the engine returned {len(results)} results for a batch of {len(batch)}"
-                )
+                raise EngineError(f"the engine returned {len(results)} results for a batch of {len(batch)}")
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0], exc)

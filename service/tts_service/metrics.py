@@ -74,9 +74,7 @@ class Metrics:
         self.batch_size = Histogram(
             "tts_batch_size", "Items per engine call.", buckets=BATCH_SIZE_BUCKETS, registry=r
         )
-        self.queue_depth = Gauge(
-            "tts_queue_depth", "Requests waiting in the batcher's queue.", registry=r
-        )
+        self.queue_depth = Gauge("tts_queue_depth", "Requests waiting in the batcher's queue.", registry=r)
         self.inflight = Gauge(
             "tts_inflight_requests", "Synthesis requests being handled right now.", registry=r
         )

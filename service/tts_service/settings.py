@@ -118,9 +118,7 @@ def _allowed(f: dataclasses.Field) -> str:
     meta = f.metadata
     if meta["choices"]:
         return "one of " + ", ".join(meta["choices"])
-    kind = {bool: "true or false", int: "an integer", float: "a number"}.get(
-        _field_type(f), "a string"
-    )
+    kind = {bool: "true or false", int: "an integer", float: "a number"}.get(_field_type(f), "a string")
     lo, hi = meta["minimum"], meta["maximum"]
     if lo is not None and hi is not None:
         return f"{kind} from {lo:g} to {hi:g}"

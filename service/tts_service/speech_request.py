@@ -52,7 +52,9 @@ async def read_json_object(request: web.Request, settings: Settings) -> dict[str
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(f"the request body exceeds the limit of {settings.max_body_bytes} bytes") from None
+        raise PayloadTooLarge(
+            f"the request body exceeds the limit of {settings.max_body_bytes} bytes"
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -103,9 +105,14 @@ def parse_tts(body: dict[str, Any], settings: Settings) -> SpeechRequest:
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array", dict: "an object"}.get(
-        type(value), type(value).__name__
-    )
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
 
 
 def _reject_unknown(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
@@ -139,7 +146,9 @@ def _text(body: dict[str, Any], name: str, settings: Settings) -> str:
             code="input_too_long",
         )
     if not clean_text(value):
-        raise InvalidRequest(f"{name} must contain text to speak, not only white space or control characters", param=name)
+        raise InvalidRequest(
+            f"{name} must contain text to speak, not only white space or control characters", param=name
+        )
     return value
 
 
@@ -175,5 +184,7 @@ def _speed(body: dict[str, Any]) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise InvalidRequest(f"speed must be a number from {MIN_SPEED} to {MAX_SPEED}", param="speed")
     if not MIN_SPEED <= value <= MAX_SPEED:
-        raise InvalidRequest(f"speed {value} is out of range: allowed {MIN_SPEED} to {MAX_SPEED}", param="speed")
+        raise InvalidRequest(
+            f"speed {value} is out of range: allowed {MIN_SPEED} to {MAX_SPEED}", param="speed"
+        )
     return float(value)

@@ -77,12 +77,7 @@ def english_cardinal(n: int) -> str:
     for scale, word in _SCALES:
         if n >= scale:
             high, rest = divmod(n, scale)
-            return (
-                english_cardinal(high)
-                + " "
-                + word
-                + ("" if rest == 0 else " " + english_cardinal(rest))
-            )
+            return english_cardinal(high) + " " + word + ("" if rest == 0 else " " + english_cardinal(rest))
     raise AssertionError("unreachable")
 
 
