@@ -1,7 +1,8 @@
-"""kubetts' Kubernetes operator (kopf): reconciles TTSService objects.
+"""kubetts' Kubernetes operator (kopf): reconciles TTSService objects into running services.
 
-A placeholder in this version: the operator is built on top of the service's
-settings (``tts_service.settings``), which it will write into each Deployment's env.
+Pure parts -- the CRD-driven spec defaults and validation (``spec``), the child
+manifests (``builders``) and the autoscaling decision (``autoscaler``) -- are kept apart
+from the kopf handlers, which only read, build and apply.
 """
 
 __version__ = "0.1.0"

@@ -83,6 +83,12 @@ class Settings:
         30.0, "On SIGTERM, how long to finish queued and in-flight requests.", minimum=0
     )
     log_level: str = _setting("INFO", "Log level.", choices=LOG_LEVELS)
+    model_dir: str = _setting(
+        "", "ChatTTS weights directory (an asset/ tree) for the chattts engine; unused by espeak."
+    )
+    cuda_memory_pool_mb: int = _setting(
+        0, "CUDA memory to reserve up front for the chattts engine (0 = off); unused on CPU.", minimum=0
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -104,6 +110,12 @@ class Settings:
         merged = dataclasses.replace(self, **changes)
         return Settings.from_env(merged.to_env())
 
+
+# Environment read by PyTorch/CUDA rather than by the service; the operator sets these from
+# a TTSService's spec.cuda, and they are named here so no other module spells them.
+TORCH_CUDA_ARCH_LIST_ENV = "TORCH_CUDA_ARCH_LIST"
+CUDA_MODULE_LOADING_ENV = "CUDA_MODULE_LOADING"
+TORCHINDUCTOR_CACHE_DIR_ENV = "TORCHINDUCTOR_CACHE_DIR"
 
 SETTINGS_FIELDS: tuple[dataclasses.Field, ...] = dataclasses.fields(Settings)
 

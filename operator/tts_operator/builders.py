@@ -1,0 +1,280 @@
+"""Pure builders: a TTSService's name, namespace and (defaulted) spec -> child manifests.
+
+Nothing here talks to Kubernetes; handlers call these and create or patch the results.
+The service container's env is written through :class:`tts_service.settings.Settings`,
+the same object the service reads its configuration with, so names, defaults and
+validation rules exist once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tts_service.metrics import REQUEST_DURATION
+from tts_service.settings import (
+    CUDA_MODULE_LOADING_ENV,
+    TORCH_CUDA_ARCH_LIST_ENV,
+    TORCHINDUCTOR_CACHE_DIR_ENV,
+    Settings,
+)
+
+from . import __version__
+from .spec import duration_seconds
+
+CONTAINER_NAME = "tts"
+PORT_NAME = "http"
+PORT = Settings().port
+MODEL_MOUNT = "/models"
+CACHE_MOUNT = "/cache"
+GPU_RESOURCE = "nvidia.com/gpu"
+RUN_AS_USER = 10001
+PRESTOP_SLEEP_SECONDS = 5
+SYNTHESIS_ROUTES_REGEX = "/v1/audio/speech|/tts"
+P99_ALERT = "TTSServiceP99LatencyHigh"
+# Labels on the p99 alert naming the TTSService it is about; the webhook receiver reads them.
+ALERT_NAMESPACE_LABEL = "tts_namespace"
+ALERT_NAME_LABEL = "tts_name"
+
+
+def labels(name: str) -> dict[str, str]:
+    """Labels on every child; the first two also select the pods."""
+    return {
+        **selector_labels(name),
+        "app.kubernetes.io/managed-by": "kubetts-operator",
+        "app.kubernetes.io/component": "tts-service",
+        "app.kubernetes.io/version": __version__,
+    }
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": "kubetts", "app.kubernetes.io/instance": name}
+
+
+def endpoint(name: str, namespace: str) -> str:
+    """The in-cluster URL clients call."""
+    return f"http://{name}.{namespace}.svc:{PORT}"
+
+
+def service_settings(spec: dict[str, Any]) -> Settings:
+    """What the service container is configured with, derived from the spec."""
+    batching = spec["batching"]
+    model = spec.get("model") or {}
+    return Settings().replace(
+        host="0.0.0.0",
+        port=PORT,
+        engine=spec["engine"],
+        max_batch_size=batching["maxBatchSize"],
+        max_wait_ms=float(batching["maxWaitMs"]),
+        max_queue_size=batching["maxQueue"],
+        request_timeout_s=float(batching["requestTimeoutSeconds"]),
+        warmup=spec["warmup"],
+        # A model baked into the image is read where it lies; a volume is mounted at MODEL_MOUNT.
+        model_dir=model.get("imagePath") or (MODEL_MOUNT if model else ""),
+        cuda_memory_pool_mb=spec["cuda"]["memoryPoolMB"],
+    )
+
+
+def container_env(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Service settings, then CUDA env, then the spec's own ``env`` (which wins by name)."""
+    env: dict[str, dict[str, Any]] = {}
+    for key, value in service_settings(spec).to_env().items():
+        env[key] = {"name": key, "value": value}
+    cuda = {
+        TORCH_CUDA_ARCH_LIST_ENV: spec["cuda"]["archList"],
+        CUDA_MODULE_LOADING_ENV: spec["cuda"]["moduleLoading"],
+        TORCHINDUCTOR_CACHE_DIR_ENV: CACHE_MOUNT,
+    }
+    for key, value in cuda.items():
+        env[key] = {"name": key, "value": value}
+    for extra in spec.get("env", []):
+        env[extra["name"]] = dict(extra)
+    return list(env.values())
+
+
+def _volumes(spec: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    model = spec.get("model")
+    cache_claim = (model or {}).get("compileCachePVC")
+    if cache_claim:
+        volumes.append({"name": "compile-cache", "persistentVolumeClaim": {"claimName": cache_claim}})
+    else:
+        volumes.append({"name": "compile-cache", "emptyDir": {}})
+    mounts.append({"name": "compile-cache", "mountPath": CACHE_MOUNT})
+    if model:
+        if "pvc" in model:
+            volumes.append(
+                {
+                    "name": "model",
+                    "persistentVolumeClaim": {"claimName": model["pvc"]["claimName"], "readOnly": True},
+                }
+            )
+            mount = {"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True}
+            if model["pvc"].get("subPath"):
+                mount["subPath"] = model["pvc"]["subPath"]
+            mounts.append(mount)
+        elif "hostPath" in model:
+            volumes.append({"name": "model", "hostPath": {"path": model["hostPath"], "type": "Directory"}})
+            mounts.append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
+    return volumes, mounts
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": PORT_NAME},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 2,
+    }
+
+
+def _uses_gpu(spec: dict[str, Any]) -> bool:
+    resources = spec.get("resources", {})
+    return any(GPU_RESOURCE in resources.get(kind, {}) for kind in ("limits", "requests"))
+
+
+def build_deployment(name: str, namespace: str, spec: dict[str, Any], replicas: int) -> dict[str, Any]:
+    """The Deployment running the service; ``replicas`` is decided by the caller (autoscaler)."""
+    settings = service_settings(spec)
+    volumes, mounts = _volumes(spec)
+    env = container_env(spec)
+    # ChatTTS loads ~700 MB and warms up: give it minutes; espeak is ready in about a second.
+    startup_failures = 120 if spec["engine"] == "chattts" else 30
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": spec["image"],
+        "imagePullPolicy": spec["imagePullPolicy"],
+        "ports": [{"name": PORT_NAME, "containerPort": PORT, "protocol": "TCP"}],
+        "env": env,
+        "startupProbe": _probe("/readyz", 5, startup_failures),
+        "readinessProbe": _probe("/readyz", 5, 2),
+        "livenessProbe": _probe("/healthz", 10, 3),
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SLEEP_SECONDS)]}}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+    }
+    if spec.get("resources"):
+        container["resources"] = spec["resources"]
+    tolerations = list(spec.get("tolerations", []))
+    if _uses_gpu(spec) and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": volumes,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS_USER,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "automountServiceAccountToken": False,
+        # preStop sleep + draining the queue + the longest request, with margin.
+        "terminationGracePeriodSeconds": int(
+            PRESTOP_SLEEP_SECONDS + settings.shutdown_timeout_s + settings.request_timeout_s + 10
+        ),
+    }
+    if spec.get("nodeSelector"):
+        pod_spec["nodeSelector"] = spec["nodeSelector"]
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(name)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": labels(name),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def build_service(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """ClusterIP Service named like the TTSService, port ``http``."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels(name),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(PORT),
+                "prometheus.io/path": "/metrics",
+            },
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(name),
+            "ports": [{"name": PORT_NAME, "port": PORT, "targetPort": PORT_NAME, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_service_monitor(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """prometheus-operator ServiceMonitor scraping the Service's ``http`` port."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "spec": {
+            "selector": {"matchLabels": selector_labels(name)},
+            "namespaceSelector": {"matchNames": [namespace]},
+            "endpoints": [{"port": PORT_NAME, "path": "/metrics", "interval": "15s"}],
+        },
+    }
+
+
+def p99_expression(name: str, namespace: str, window: str = "1m") -> str:
+    """PromQL for the service's p99 latency over synthesis routes (used by alert and poll)."""
+    selector = f'namespace="{namespace}",service="{name}",route=~"{SYNTHESIS_ROUTES_REGEX}"'
+    return f"histogram_quantile(0.99, sum by (le) (rate({REQUEST_DURATION}_bucket{{{selector}}}[{window}])))"
+
+
+def p99_alert_rule(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The alert that drives scale-out: p99 above target for ``autoscaling.for``."""
+    autoscaling = spec["autoscaling"]
+    duration_seconds(autoscaling["for"])  # validated by the CRD pattern; fail loudly if not
+    return {
+        "alert": P99_ALERT,
+        "expr": f"{p99_expression(name, namespace)} > {autoscaling['p99TargetSeconds']}",
+        "for": autoscaling["for"],
+        "labels": {"severity": "warning", ALERT_NAMESPACE_LABEL: namespace, ALERT_NAME_LABEL: name},
+        "annotations": {
+            "summary": f"TTSService {namespace}/{name}: p99 latency above {autoscaling['p99TargetSeconds']}s",
+            "description": "kubetts-operator scales this TTSService out while the alert fires.",
+        },
+    }
+
+
+def build_prometheus_rule(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """prometheus-operator PrometheusRule holding the p99 alert."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "spec": {
+            "groups": [
+                {"name": f"kubetts.{namespace}.{name}", "rules": [p99_alert_rule(name, namespace, spec)]}
+            ]
+        },
+    }

@@ -1,0 +1,141 @@
+"""Child manifests built from a TTSService spec, validated against Kubernetes' own schemas."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+from tts_operator.builders import (
+    P99_ALERT,
+    build_deployment,
+    build_prometheus_rule,
+    build_service,
+    build_service_monitor,
+    container_env,
+    endpoint,
+    p99_alert_rule,
+    service_settings,
+)
+from tts_operator.spec import parse_spec
+from tts_service.settings import Settings
+
+GPU_SPEC = {
+    "engine": "chattts",
+    "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "6Gi"}, "requests": {"cpu": "2"}},
+    "model": {"pvc": {"claimName": "weights", "subPath": "asset"}, "compileCachePVC": "cache"},
+    "batching": {"maxBatchSize": 16, "maxWaitMs": 25.5},
+    "cuda": {"moduleLoading": "LAZY", "memoryPoolMB": 512},
+    "nodeSelector": {"gpu": "t4"},
+    "env": [{"name": "TTS_LOG_LEVEL", "value": "DEBUG"}, {"name": "EXTRA", "value": "1"}],
+    "autoscaling": {
+        "enabled": True,
+        "minReplicas": 2,
+        "maxReplicas": 8,
+        "p99TargetSeconds": 0.9,
+        "for": "90s",
+    },
+}
+SPECS = {
+    "defaults": {},
+    "gpu": GPU_SPEC,
+    "hostpath": {"engine": "chattts", "model": {"hostPath": "/data/chattts"}},
+    "imagepath": {"engine": "chattts", "model": {"imagePath": "/opt/chattts"}},
+    "tolerations": {
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "tts", "effect": "NoSchedule"}]
+    },
+}
+
+
+def env_of(deployment) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+@pytest.mark.parametrize("k8s_version", ["1.29", "1.33"])
+@pytest.mark.parametrize("case", SPECS)
+def test_core_objects_validate_strictly(case, k8s_version):
+    spec = parse_spec(SPECS[case])
+    for obj in (build_deployment("demo", "ns", spec, 3), build_service("demo", "ns", spec)):
+        kubernetes_validate.validate(obj, k8s_version, strict=True)
+
+
+def test_env_is_written_through_the_service_settings():
+    spec = parse_spec(GPU_SPEC)
+    env = env_of(build_deployment("demo", "ns", spec, 1))
+    settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("TTS_")})
+    assert settings == service_settings(spec).replace(log_level="DEBUG")  # spec.env wins
+    assert (settings.engine, settings.max_batch_size, settings.max_wait_ms) == ("chattts", 16, 25.5)
+    assert (
+        settings.host == "0.0.0.0" and settings.model_dir == "/models" and settings.cuda_memory_pool_mb == 512
+    )
+    assert env["TORCH_CUDA_ARCH_LIST"] == "7.5;8.0;8.6" and env["CUDA_MODULE_LOADING"] == "LAZY"
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == "/cache" and env["EXTRA"] == "1"
+    # Every TTS_* variable the service knows is set, so a pod never relies on image defaults.
+    assert set(Settings().to_env()) <= set(env)
+
+
+def test_spec_env_overrides_by_name_without_duplicates():
+    env = container_env(parse_spec({"env": [{"name": "TTS_MAX_WAIT_MS", "value": "5"}]}))
+    names = [e["name"] for e in env]
+    assert len(names) == len(set(names))
+    assert {e["name"]: e["value"] for e in env}["TTS_MAX_WAIT_MS"] == "5"
+
+
+def test_image_path_model_is_read_in_place():
+    env = env_of(build_deployment("demo", "ns", parse_spec(SPECS["imagepath"]), 1))
+    assert env["TTS_MODEL_DIR"] == "/opt/chattts"
+
+
+def test_deployment_probes_draining_and_security():
+    dep = build_deployment("demo", "ns", parse_spec(GPU_SPEC), 3)
+    assert dep["spec"]["replicas"] == 3
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["startupProbe"]["periodSeconds"] * container["startupProbe"]["failureThreshold"] >= 300
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] > 30 + 30
+    sc = container["securityContext"]
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert pod["nodeSelector"] == {"gpu": "t4"}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/models"]["readOnly"] and mounts["/models"]["subPath"] == "asset"
+    assert "/tmp" in mounts and "/cache" in mounts  # writable dirs on a read-only root
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["model"]["persistentVolumeClaim"]["claimName"] == "weights"
+    assert volumes["compile-cache"]["persistentVolumeClaim"]["claimName"] == "cache"
+
+
+def test_cpu_deployment_has_no_gpu_toleration_and_short_startup():
+    dep = build_deployment("demo", "ns", parse_spec({}), 1)
+    pod = dep["spec"]["template"]["spec"]
+    assert "tolerations" not in pod
+    probe = pod["containers"][0]["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] <= 150
+
+
+def test_service_and_selectors_match():
+    spec = parse_spec({})
+    dep, svc = build_deployment("demo", "ns", spec, 1), build_service("demo", "ns", spec)
+    selector = dep["spec"]["selector"]["matchLabels"]
+    assert svc["spec"]["selector"] == selector
+    assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    assert svc["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert endpoint("demo", "ns") == "http://demo.ns.svc:8080"
+
+
+def test_monitoring_objects():
+    spec = parse_spec(GPU_SPEC)
+    monitor = build_service_monitor("demo", "ns", spec)
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    rule = build_prometheus_rule("demo", "ns", spec)["spec"]["groups"][0]["rules"][0]
+    assert rule == p99_alert_rule("demo", "ns", spec)
+    assert rule["alert"] == P99_ALERT and rule["for"] == "90s"
+    assert rule["expr"].startswith(
+        "histogram_quantile(0.99, sum by (le) (rate(tts_request_duration_seconds_bucket{"
+    )
+    assert 'namespace="ns",service="demo"' in rule["expr"] and rule["expr"].endswith("> 0.9")
+    assert rule["labels"]["tts_namespace"] == "ns" and rule["labels"]["tts_name"] == "demo"
