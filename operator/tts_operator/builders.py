@@ -244,19 +244,35 @@ def build_service_monitor(name: str, namespace: str, spec: dict[str, Any]) -> di
     }
 
 
-def p99_expression(name: str, namespace: str, window: str = "1m") -> str:
+DEFAULT_WINDOW = "1m"
+
+
+def _selector(name: str, namespace: str) -> str:
+    return f'namespace="{namespace}",service="{name}",route=~"{SYNTHESIS_ROUTES_REGEX}"'
+
+
+def p99_expression(name: str, namespace: str, window: str = DEFAULT_WINDOW) -> str:
     """PromQL for the service's p99 latency over synthesis routes (used by alert and poll)."""
-    selector = f'namespace="{namespace}",service="{name}",route=~"{SYNTHESIS_ROUTES_REGEX}"'
-    return f"histogram_quantile(0.99, sum by (le) (rate({REQUEST_DURATION}_bucket{{{selector}}}[{window}])))"
+    return (
+        f"histogram_quantile(0.99, sum by (le) "
+        f"(rate({REQUEST_DURATION}_bucket{{{_selector(name, namespace)}}}[{window}])))"
+    )
 
 
-def p99_alert_rule(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+def request_rate_expression(name: str, namespace: str, window: str = DEFAULT_WINDOW) -> str:
+    """PromQL for synthesis requests per second: 0 means idle, no result means not scraped."""
+    return f"sum(rate({REQUEST_DURATION}_count{{{_selector(name, namespace)}}}[{window}]))"
+
+
+def p99_alert_rule(
+    name: str, namespace: str, spec: dict[str, Any], window: str = DEFAULT_WINDOW
+) -> dict[str, Any]:
     """The alert that drives scale-out: p99 above target for ``autoscaling.for``."""
     autoscaling = spec["autoscaling"]
     duration_seconds(autoscaling["for"])  # validated by the CRD pattern; fail loudly if not
     return {
         "alert": P99_ALERT,
-        "expr": f"{p99_expression(name, namespace)} > {autoscaling['p99TargetSeconds']}",
+        "expr": f"{p99_expression(name, namespace, window)} > {autoscaling['p99TargetSeconds']}",
         "for": autoscaling["for"],
         "labels": {"severity": "warning", ALERT_NAMESPACE_LABEL: namespace, ALERT_NAME_LABEL: name},
         "annotations": {
@@ -266,15 +282,20 @@ def p99_alert_rule(name: str, namespace: str, spec: dict[str, Any]) -> dict[str,
     }
 
 
-def build_prometheus_rule(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+def build_prometheus_rule(
+    name: str, namespace: str, spec: dict[str, Any], window: str = DEFAULT_WINDOW
+) -> dict[str, Any]:
     """prometheus-operator PrometheusRule holding the p99 alert."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
-        "spec": {
-            "groups": [
-                {"name": f"kubetts.{namespace}.{name}", "rules": [p99_alert_rule(name, namespace, spec)]}
-            ]
-        },
+        "spec": {"groups": [rule_group(name, namespace, spec, window)]},
     }
+
+
+def rule_group(
+    name: str, namespace: str, spec: dict[str, Any], window: str = DEFAULT_WINDOW
+) -> dict[str, Any]:
+    """The Prometheus rule group (also usable as a plain rules file for a Prometheus without the operator)."""
+    return {"name": f"kubetts.{namespace}.{name}", "rules": [p99_alert_rule(name, namespace, spec, window)]}

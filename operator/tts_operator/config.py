@@ -18,6 +18,8 @@ class OperatorConfig:
     prometheus_url: str = ""
     # How often each TTSService's autoscaler evaluates (and drift is repaired).
     autoscale_interval_s: float = 10.0
+    # The rate() window of the p99 expression, for the PrometheusRule and for poll mode.
+    p99_window: str = "1m"
     # Explicit API server for development and tests; in a pod the service account is used.
     api_server: str = ""
     api_token: str = ""
@@ -32,6 +34,7 @@ class OperatorConfig:
             webhook_token=env.get(prefix + "WEBHOOK_TOKEN", cls.webhook_token),
             prometheus_url=env.get(prefix + "PROMETHEUS_URL", cls.prometheus_url),
             autoscale_interval_s=float(env.get(prefix + "AUTOSCALE_INTERVAL_S", cls.autoscale_interval_s)),
+            p99_window=env.get(prefix + "P99_WINDOW", cls.p99_window),
             api_server=env.get(prefix + "API_SERVER", cls.api_server),
             api_token=env.get(prefix + "API_TOKEN", cls.api_token),
         )

@@ -105,7 +105,14 @@ async def _reconcile(
         return None
     replicas = desired_replicas(spec, status)
     result = await reconcile_children(
-        RUNTIME.client, body, name, namespace, spec, replicas, monitoring=RUNTIME.monitoring
+        RUNTIME.client,
+        body,
+        name,
+        namespace,
+        spec,
+        replicas,
+        monitoring=RUNTIME.monitoring,
+        window=CONFIG.p99_window,
     )
     for action in result.actions:
         kopf.event(body, type="Normal", reason="Reconciled", message=action)
@@ -166,7 +173,7 @@ async def _autoscale(
             signals.append(Signal.UNKNOWN)
             problems.append("poll mode needs autoscaling.prometheusURL (or KUBETTS_OPERATOR_PROMETHEUS_URL)")
         else:
-            reading = await query_p99(url, name, namespace)
+            reading = await query_p99(url, name, namespace, CONFIG.p99_window)
             signal, state = classify_p99(reading.p99_s, policy, state, now)
             signals.append(signal)
             p99 = reading.p99_s if reading.p99_s is not None else p99
@@ -234,6 +241,7 @@ async def _reconcile_owner(body: Any, logger: logging.Logger) -> None:
             spec,
             desired_replicas(spec, owner.get("status")),
             monitoring=RUNTIME.monitoring,
+            window=CONFIG.p99_window,
         )
         for action in result.actions:
             kopf.event(owner, type="Normal", reason="Repaired", message=action)

@@ -78,13 +78,14 @@ async def reconcile_children(
     replicas: int,
     *,
     monitoring: bool,
+    window: str,
 ) -> ReconcileResult:
     result = ReconcileResult()
     children = [build_deployment(name, namespace, spec, replicas), build_service(name, namespace, spec)]
     if monitoring:
         children += [
             build_service_monitor(name, namespace, spec),
-            build_prometheus_rule(name, namespace, spec),
+            build_prometheus_rule(name, namespace, spec, window),
         ]
     for manifest in children:
         action = await apply_child(client, manifest, owner)
