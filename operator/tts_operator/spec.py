@@ -65,15 +65,26 @@ def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
     return value
 
 
+@functools.cache
+def _cel_program(rule: str) -> Any:
+    import logging
+
+    import celpy
+
+    # cel-python logs every evaluation step at DEBUG; an operator run with --verbose drowns in it.
+    logging.getLogger("celpy").setLevel(logging.WARNING)
+    env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
 def _cel_problems(value: Any, schema: dict[str, Any], path: str) -> list[str]:
     import celpy
 
     problems: list[str] = []
     rules = schema.get("x-kubernetes-validations", [])
     if rules:
-        env = celpy.Environment()
         for rule in rules:
-            program = env.program(env.compile(rule["rule"]))
+            program = _cel_program(rule["rule"])
             try:
                 ok = bool(program.evaluate({"self": celpy.json_to_cel(value)}))
             except Exception as exc:  # a rule that cannot evaluate counts as failed

@@ -1,0 +1,122 @@
+"""Real Prometheus and Alertmanager (Debian packages) on 127.0.0.1 for end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from operator_harness import wait_for
+from service_process import free_port
+
+PROMETHEUS = shutil.which("prometheus")
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+PROMTOOL = shutil.which("promtool")
+
+
+class Process:
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        self._file = log.open("w")
+        self.proc = subprocess.Popen(args, stdout=self._file, stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._file.close()
+
+
+def _ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def alertmanager(tmp: Path, webhook_url: str) -> Iterator[str]:
+    port = free_port()
+    config = {
+        "route": {
+            "receiver": "kubetts",
+            "group_by": ["alertname", "tts_namespace", "tts_name"],
+            "group_wait": "1s",
+            "group_interval": "1s",
+            "repeat_interval": "5s",
+        },
+        "receivers": [{"name": "kubetts", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
+    }
+    (tmp / "alertmanager.yml").write_text(yaml.safe_dump(config))
+    process = Process(
+        [
+            ALERTMANAGER,
+            f"--config.file={tmp / 'alertmanager.yml'}",
+            f"--storage.path={tmp / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",  # otherwise it listens on 0.0.0.0:9094 for gossip
+        ],
+        tmp / "alertmanager.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ok(url + "/-/ready"), timeout=30, what="Alertmanager")
+        yield url
+    finally:
+        process.stop()
+
+
+@contextlib.contextmanager
+def prometheus(
+    tmp: Path,
+    target: str,
+    target_labels: dict[str, str],
+    rule_groups: list[dict[str, Any]],
+    alertmanager_url: str | None = None,
+) -> Iterator[str]:
+    port = free_port()
+    (tmp / "rules.yml").write_text(yaml.safe_dump({"groups": rule_groups}))
+    config: dict[str, Any] = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(tmp / "rules.yml")],
+        "scrape_configs": [
+            {"job_name": "tts", "static_configs": [{"targets": [target], "labels": target_labels}]}
+        ],
+    }
+    if alertmanager_url:
+        config["alerting"] = {
+            "alertmanagers": [{"static_configs": [{"targets": [alertmanager_url.removeprefix("http://")]}]}]
+        }
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+    process = Process(
+        [
+            PROMETHEUS,
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'prom-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        tmp / "prometheus.log",
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ok(url + "/-/ready"), timeout=30, what="Prometheus")
+        yield url
+    finally:
+        process.stop()
+
+
+def firing_alerts(prometheus_url: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(prometheus_url + "/api/v1/alerts", timeout=5) as resp:
+        alerts = json.loads(resp.read())["data"]["alerts"]
+    return [a for a in alerts if a["state"] == "firing"]
