@@ -46,6 +46,18 @@ def _ok(url: str) -> bool:
 
 
 @contextlib.contextmanager
+def _serving(args: list[str], log: Path, port: int, what: str) -> Iterator[str]:
+    """Start a server process, wait for its /-/ready, stop it afterwards."""
+    process = Process(args, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _ok(url + "/-/ready"), timeout=30, what=what)
+        yield url
+    finally:
+        process.stop()
+
+
+@contextlib.contextmanager
 def alertmanager(tmp: Path, webhook_url: str) -> Iterator[str]:
     port = free_port()
     config = {
@@ -59,22 +71,15 @@ def alertmanager(tmp: Path, webhook_url: str) -> Iterator[str]:
         "receivers": [{"name": "kubetts", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
     }
     (tmp / "alertmanager.yml").write_text(yaml.safe_dump(config))
-    process = Process(
-        [
-            ALERTMANAGER,
-            f"--config.file={tmp / 'alertmanager.yml'}",
-            f"--storage.path={tmp / 'am-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--cluster.listen-address=",  # otherwise it listens on 0.0.0.0:9094 for gossip
-        ],
-        tmp / "alertmanager.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _ok(url + "/-/ready"), timeout=30, what="Alertmanager")
+    args = [
+        ALERTMANAGER,
+        f"--config.file={tmp / 'alertmanager.yml'}",
+        f"--storage.path={tmp / 'am-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",  # otherwise it listens on 0.0.0.0:9094 for gossip
+    ]
+    with _serving(args, tmp / "alertmanager.log", port, "Alertmanager") as url:
         yield url
-    finally:
-        process.stop()
 
 
 @contextlib.contextmanager
@@ -99,21 +104,14 @@ def prometheus(
             "alertmanagers": [{"static_configs": [{"targets": [alertmanager_url.removeprefix("http://")]}]}]
         }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    process = Process(
-        [
-            PROMETHEUS,
-            f"--config.file={tmp / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp / 'prom-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        tmp / "prometheus.log",
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: _ok(url + "/-/ready"), timeout=30, what="Prometheus")
+    args = [
+        PROMETHEUS,
+        f"--config.file={tmp / 'prometheus.yml'}",
+        f"--storage.tsdb.path={tmp / 'prom-data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with _serving(args, tmp / "prometheus.log", port, "Prometheus") as url:
         yield url
-    finally:
-        process.stop()
 
 
 def firing_alerts(prometheus_url: str) -> list[dict[str, Any]]:
