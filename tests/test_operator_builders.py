@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import kubernetes_validate
 import pytest
 from tts_operator.builders import (
@@ -25,6 +27,7 @@ GPU_SPEC = {
     "batching": {"maxBatchSize": 16, "maxWaitMs": 25.5},
     "cuda": {"moduleLoading": "LAZY", "memoryPoolMB": 512},
     "nodeSelector": {"gpu": "t4"},
+    "voices": {"narrator": {"seed": 1234}, "host": {"embedding": "speaker-embedding"}},
     "env": [{"name": "TTS_LOG_LEVEL", "value": "DEBUG"}, {"name": "EXTRA", "value": "1"}],
     "autoscaling": {
         "enabled": True,
@@ -68,6 +71,7 @@ def test_env_is_written_through_the_service_settings():
     )
     assert env["TORCH_CUDA_ARCH_LIST"] == "7.5;8.0;8.6" and env["CUDA_MODULE_LOADING"] == "LAZY"
     assert env["TORCHINDUCTOR_CACHE_DIR"] == "/cache" and env["EXTRA"] == "1"
+    assert json.loads(settings.voices) == GPU_SPEC["voices"]
     # Every TTS_* variable the service knows is set, so a pod never relies on image defaults.
     assert set(Settings().to_env()) <= set(env)
 

@@ -68,3 +68,11 @@ def test_replace_validates_like_env():
     assert Settings().replace(max_batch_size=4).max_batch_size == 4
     with pytest.raises(SettingsError, match="TTS_MAX_BATCH_SIZE"):
         Settings().replace(max_batch_size=0)
+
+
+def test_voices_must_be_a_json_object_of_seeds_or_embeddings():
+    good = '{"narrator": {"seed": 42}, "host": {"embedding": "abc"}}'
+    assert Settings.from_env({"TTS_VOICES": good}).voices == good
+    for bad in ("[1]", "{", '{"a": {"seed": "x"}}', '{"a": {"seed": 1, "embedding": "e"}}', '{"a": 3}'):
+        with pytest.raises(SettingsError, match="TTS_VOICES"):
+            Settings.from_env({"TTS_VOICES": bad})

@@ -8,6 +8,7 @@ validation rules exist once.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tts_service.metrics import REQUEST_DURATION
@@ -71,6 +72,7 @@ def service_settings(spec: dict[str, Any]) -> Settings:
         # A model baked into the image is read where it lies; a volume is mounted at MODEL_MOUNT.
         model_dir=model.get("imagePath") or (MODEL_MOUNT if model else ""),
         cuda_memory_pool_mb=spec["cuda"]["memoryPoolMB"],
+        voices=json.dumps(spec["voices"], sort_keys=True) if spec.get("voices") else "",
     )
 
 

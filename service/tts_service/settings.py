@@ -86,6 +86,10 @@ class Settings:
     model_dir: str = _setting(
         "", "ChatTTS weights directory (an asset/ tree) for the chattts engine; unused by espeak."
     )
+    voices: str = _setting(
+        "",
+        'Named voices for the chattts engine, as JSON: {"name": {"seed": 42} or {"embedding": "..."}}.',
+    )
     cuda_memory_pool_mb: int = _setting(
         0, "CUDA memory to reserve up front for the chattts engine (0 = off); unused on CPU.", minimum=0
     )
@@ -174,7 +178,34 @@ def _parse(f: dataclasses.Field, name: str, raw: str) -> Any:
         raise SettingsError(name, raw, _allowed(f))
     if meta["maximum"] is not None and value > meta["maximum"]:
         raise SettingsError(name, raw, _allowed(f))
+    if f.name == "voices" and value:
+        _check_voices(name, raw, value)
     return value
+
+
+_VOICES_ALLOWED = 'a JSON object {"name": {"seed": <integer>} or {"embedding": "<string>"}}'
+
+
+def _check_voices(name: str, raw: str, value: str) -> None:
+    import json
+
+    try:
+        voices = json.loads(value)
+    except ValueError:
+        raise SettingsError(name, raw, _VOICES_ALLOWED) from None
+    if not isinstance(voices, dict):
+        raise SettingsError(name, raw, _VOICES_ALLOWED)
+    for voice in voices.values():
+        ok = (
+            isinstance(voice, dict)
+            and len(voice) == 1
+            and (
+                (isinstance(voice.get("seed"), int) and not isinstance(voice.get("seed"), bool))
+                or isinstance(voice.get("embedding"), str)
+            )
+        )
+        if not ok:
+            raise SettingsError(name, raw, _VOICES_ALLOWED)
 
 
 def _format(value: Any) -> str:
