@@ -133,8 +133,11 @@ def test_operator_cli_runs_kopf_with_our_module_and_defaults(monkeypatch):
 
     from tts_operator import cli
 
+    import sys
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # cli.main rewrites it for kopf
     seen: list[list[str]] = []
-    monkeypatch.setattr(kopf.cli, "main", lambda: seen.append(list(__import__("sys").argv)))
+    monkeypatch.setattr(kopf.cli, "main", lambda: seen.append(list(sys.argv)))
     cli.main([])
     cli.main(["--namespace", "tts", "--peering", "kubetts"])
     assert seen[0] == ["kopf", "run", "--module", "tts_operator.handlers", "--all-namespaces", "--standalone"]
