@@ -129,11 +129,10 @@ def test_crd_file_is_the_packaged_one():
 
 
 def test_operator_cli_runs_kopf_with_our_module_and_defaults(monkeypatch):
-    import kopf.cli
-
-    from tts_operator import cli
-
     import sys
+
+    import kopf.cli
+    from tts_operator import cli
 
     monkeypatch.setattr(sys, "argv", list(sys.argv))  # cli.main rewrites it for kopf
     seen: list[list[str]] = []
@@ -141,4 +140,13 @@ def test_operator_cli_runs_kopf_with_our_module_and_defaults(monkeypatch):
     cli.main([])
     cli.main(["--namespace", "tts", "--peering", "kubetts"])
     assert seen[0] == ["kopf", "run", "--module", "tts_operator.handlers", "--all-namespaces", "--standalone"]
-    assert seen[1] == ["kopf", "run", "--module", "tts_operator.handlers", "--namespace", "tts", "--peering", "kubetts"]
+    assert seen[1] == [
+        "kopf",
+        "run",
+        "--module",
+        "tts_operator.handlers",
+        "--namespace",
+        "tts",
+        "--peering",
+        "kubetts",
+    ]

@@ -18,6 +18,8 @@ class OperatorConfig:
     prometheus_url: str = ""
     # How often each TTSService's autoscaler evaluates (and drift is repaired).
     autoscale_interval_s: float = 10.0
+    # Create a ServiceMonitor and PrometheusRule per TTSService (when the cluster has the CRDs).
+    monitoring: bool = True
     # The rate() window of the p99 expression, for the PrometheusRule and for poll mode.
     p99_window: str = "1m"
     # Explicit API server for development and tests; in a pod the service account is used.
@@ -35,6 +37,7 @@ class OperatorConfig:
             prometheus_url=env.get(prefix + "PROMETHEUS_URL", cls.prometheus_url),
             autoscale_interval_s=float(env.get(prefix + "AUTOSCALE_INTERVAL_S", cls.autoscale_interval_s)),
             p99_window=env.get(prefix + "P99_WINDOW", cls.p99_window),
+            monitoring=env.get(prefix + "MONITORING", "true").strip().lower() in ("1", "true", "yes", "on"),
             api_server=env.get(prefix + "API_SERVER", cls.api_server),
             api_token=env.get(prefix + "API_TOKEN", cls.api_token),
         )

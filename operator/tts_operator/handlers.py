@@ -56,7 +56,9 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
     settings.watching.server_timeout = 60
     RUNTIME.client = kube.KubeClient(login.credentials(CONFIG))
     try:
-        RUNTIME.monitoring = await RUNTIME.client.has_resource("monitoring.coreos.com/v1", "servicemonitors")
+        RUNTIME.monitoring = CONFIG.monitoring and await RUNTIME.client.has_resource(
+            "monitoring.coreos.com/v1", "servicemonitors"
+        )
     except kube.ApiError:
         RUNTIME.monitoring = False
     logger.info(
