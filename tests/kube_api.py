@@ -55,6 +55,7 @@ class KubeAPIDouble(kmock.KubernetesEmulator):
     """kmock's emulator with the Kubernetes semantics listed in the module docstring."""
 
     def _setup(self, monitoring: bool) -> None:
+        self.calls: list[tuple[str, str, str, str]] = []  # (user agent, verb, group, resource[/sub])
         self._rv = 0
         self._status_subresource: set[str] = set()
         declared = {**RESOURCES, **(MONITORING if monitoring else {})}
@@ -70,7 +71,24 @@ class KubeAPIDouble(kmock.KubernetesEmulator):
     def _key(self, resource) -> str:
         return f"{resource.group + '/' if resource.group else ''}{resource.version}/{resource.plural}"
 
+    def _record(self, request: rendering.Request) -> None:
+        """Remember which verb on which resource each client used (for the RBAC test)."""
+        if request.resource is None or not request.resource.plural or request.action is None:
+            return  # discovery: allowed to every authenticated client
+        verb = {
+            enums.action.LIST: "list",
+            enums.action.WATCH: "watch",
+            enums.action.FETCH: "get",
+            enums.action.CREATE: "create",
+            enums.action.UPDATE: "patch",
+            enums.action.DELETE: "delete",
+        }[request.action]
+        resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
+        agent = request.headers.get("User-Agent", "")
+        self.calls.append((agent, verb, request.resource.group or "", resource))
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        self._record(request)
         if request.resource is not None and request.action in (
             enums.action.CREATE,
             enums.action.UPDATE,

@@ -99,7 +99,7 @@ def test_chart_crd_is_the_operators_crd():
 
 EXPECTED_RULES = {
     ("kubetts.io", "ttsservices"): {"get", "list", "watch", "patch"},
-    ("kubetts.io", "ttsservices/status"): {"get", "patch"},
+    ("kubetts.io", "ttsservices/status"): {"patch"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
     ("", "services"): {"get", "list", "watch", "create", "patch"},
     ("", "events"): {"create"},

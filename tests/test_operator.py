@@ -72,7 +72,8 @@ def test_ready_replicas_make_it_running(api):
             "application/merge-patch+json",
         )
         obj = wait_for(
-            lambda: (o := tts(api)) and o["status"].get("phase") == "Running" and o, what="Running"
+            lambda: (o := tts(api)) and (o.get("status") or {}).get("phase") == "Running" and o,
+            what="Running",
         )
         assert obj["status"]["readyReplicas"] == 1 and condition(obj, "Ready")["status"] == "True"
 
@@ -86,7 +87,9 @@ def test_spec_update_patches_children(api):
             lambda: (d := deployment(api)) and env_of(d)["TTS_MAX_WAIT_MS"] == "5" and d, what="patch"
         )
         assert dep["spec"]["replicas"] == 3
-        wait_for(lambda: tts(api)["status"].get("observedGeneration") == 2, what="observedGeneration 2")
+        wait_for(
+            lambda: (tts(api).get("status") or {}).get("observedGeneration") == 2, what="observedGeneration 2"
+        )
 
 
 def test_deleted_and_edited_children_are_put_back(api):
@@ -239,3 +242,59 @@ def test_poll_mode_without_prometheus_does_not_scale_and_says_why(api):
         )
         assert "Prometheus unreachable" in cond["message"]
         assert deployment(api)["spec"]["replicas"] == 1
+
+
+def test_operator_uses_exactly_what_the_charts_rbac_grants(tmp_path):
+    """Every API call the operator (kopf + its client) makes is allowed by the chart's ClusterRole,
+    and the ClusterRole grants nothing the operator did not use."""
+    test_chart = pytest.importorskip("test_chart")
+    if not __import__("pathlib").Path(test_chart.HELM).is_file():
+        pytest.skip("Helm not installed")
+    api = RunningAPI(monitoring=True)
+    try:
+        with running_operator(api) as op:
+            api.create(TTS.format(ns=NS), tts_object("demo", AUTOSCALED))
+            first = wait_for(lambda: deployment(api), what="the Deployment")
+            api.delete(f"{DEPLOYMENTS.format(ns=NS)}/demo")
+            wait_for(
+                lambda: (d := deployment(api)) and d["metadata"]["uid"] != first["metadata"]["uid"],
+                what="repair",
+            )
+            api.patch(f"{TTS.format(ns=NS)}/demo", {"spec": {"autoscaling": {"p99TargetSeconds": 0.7}}})
+            rules = f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/prometheusrules/demo"
+            wait_for(
+                lambda: (r := api.get(rules)) and r["spec"]["groups"][0]["rules"][0]["expr"].endswith("0.7"),
+                what="the PrometheusRule update",
+            )
+            monitor = f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/servicemonitors/demo"
+            api.patch(monitor, {"spec": {"endpoints": []}})
+            wait_for(lambda: api.get(monitor)["spec"]["endpoints"], what="the ServiceMonitor repair")
+            api.patch(f"{SERVICES.format(ns=NS)}/demo", {"spec": {"type": "NodePort"}})
+            wait_for(
+                lambda: api.get(f"{SERVICES.format(ns=NS)}/demo")["spec"]["type"] == "ClusterIP",
+                what="repair",
+            )
+            op.post_alerts(webhook_payload(alert("firing")))
+            wait_for(lambda: deployment(api)["spec"]["replicas"] == 3, what="scale-out")
+            api.create(
+                TTS.format(ns=NS), tts_object("bad", {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}})
+            )
+            wait_for(lambda: op.event_messages("InvalidSpec"), what="the invalid-spec event")
+            api.delete(f"{TTS.format(ns=NS)}/bad")
+            wait_for(lambda: tts(api, "bad") is None, what="deletion")
+        calls = api.handler.calls
+    finally:
+        api.stop()
+    used: dict[tuple[str, str], set[str]] = {}
+    for agent, verb, group, resource in calls:
+        if agent.startswith(("kopf/", "kubetts-operator/")):
+            used.setdefault((group, resource), set()).add(verb)
+    (role,) = test_chart.by_kind(test_chart.render(), "ClusterRole")
+    grants = test_chart.granted(role)
+    for key, verbs in used.items():
+        assert verbs <= grants.get(key, set()), (
+            f"operator used {sorted(verbs)} on {key}; RBAC grants {grants.get(key)}"
+        )
+    # Nothing granted that the operator never used (events.k8s.io is kopf's alternative events API).
+    unused = {k: v - used.get(k, set()) for k, v in grants.items() if k != ("events.k8s.io", "events")}
+    assert {k: sorted(v) for k, v in unused.items() if v} == {}

@@ -16,6 +16,10 @@ from typing import Any
 
 import aiohttp
 
+from . import __version__
+
+USER_AGENT = f"kubetts-operator/{__version__}"
+
 # Plural resource path segments, by (apiVersion, kind), for the kinds the operator writes.
 _PLURALS = {
     ("apps/v1", "Deployment"): "deployments",
@@ -58,7 +62,7 @@ class KubeClient:
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            headers = {"Accept": "application/json"}
+            headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
             if self._credentials.token:
                 headers["Authorization"] = f"Bearer {self._credentials.token}"
             if self._credentials.insecure:
