@@ -178,8 +178,8 @@ async def test_poisoned_item_fails_alone():
     outcomes = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout=5)
     assert outcomes[0] == 0 and outcomes[1] == 10 and outcomes[3] == 30
     assert isinstance(outcomes[2], ValueError)
-    # The failing batch of 4 was retried item by item.
-    assert [len(b) for b in consumer.batches] == [1, 4, 1, 1, 1, 1]
+    # The failing batch of 4 was retried in halves until the poisoned item stood alone.
+    assert [[i.value for i in b] for b in consumer.batches] == [[9], [0, 1, 2, 3], [0, 1], [2, 3], [2], [3]]
     assert await blocker == 90
     # The loop is still alive.
     assert await asyncio.wait_for(batcher.infer(Item(5)), timeout=5) == 50
@@ -208,9 +208,9 @@ async def test_result_count_is_checked_against_batch_size():
 
     batcher = make(short_consumer, max_batch_size=3)
     results = await asyncio.wait_for(asyncio.gather(*(batcher.infer(Item(i)) for i in range(3))), timeout=5)
-    # The mismatch was detected and the items were retried singly, each getting its own result.
+    # The mismatch was detected and the batch retried smaller until each item got its own result.
     assert results == [0, 1, 2]
-    assert calls == [3, 1, 1, 1]
+    assert calls == [3, 2, 1, 1, 1]
 
 
 async def test_result_count_mismatch_on_single_item_is_an_engine_error():
@@ -287,4 +287,20 @@ async def test_loop_survives_consumer_returning_garbage_type():
         await asyncio.wait_for(batcher.infer(Item(1)), timeout=5)
     with pytest.raises(TypeError):
         await asyncio.wait_for(batcher.infer(Item(2)), timeout=5)
+    await batcher.close()
+
+
+async def test_batch_too_large_for_memory_is_retried_smaller():
+    calls: list[int] = []
+
+    async def consumer(items):
+        calls.append(len(items))
+        if len(items) > 2:
+            raise MemoryError("CUDA out of memory")  # what torch.cuda.OutOfMemoryError is to the batcher
+        return [item.value for item in items]
+
+    batcher = make(consumer, max_batch_size=8)
+    results = await asyncio.wait_for(asyncio.gather(*(batcher.infer(Item(i)) for i in range(8))), timeout=5)
+    assert results == list(range(8))
+    assert calls == [8, 4, 2, 2, 4, 2, 2]  # halved until it fit; no item failed
     await batcher.close()

@@ -16,8 +16,9 @@ task that forms batches and hands each to ``process`` (the inference worker).
   item whose caller went away (its future cancelled) is dropped the same way.
 * Results are matched to requests by the batch list handed to ``process``, and their
   count is checked against the batch size.  ``process`` may return an exception in
-  place of one result: only that item fails.  If ``process`` raises, the batch's items
-  are retried one by one, so one poisoned input fails alone, not its batch-mates.
+  place of one result: only that item fails.  If ``process`` raises, the batch is split
+  in halves and each half retried (recursively): a batch too large for memory is retried
+  smaller, and one poisoned input ends up failing alone, not its batch-mates.
 * :meth:`close` stops intake and finishes everything already queued before returning.
 
 The batcher knows nothing about engines or HTTP; it is tested on its own.
@@ -224,15 +225,20 @@ class DynamicBatcher(Generic[T, R]):
             if len(batch) == 1:
                 _settle(batch[0], exc)
                 return
+            live = [e for e in batch if not e.future.done()]
+            half = (len(live) + 1) // 2
             log.warning(
-                "batch of %d failed (%s: %s); retrying its items one by one",
+                "batch of %d failed (%s: %s); retrying it as two halves",
                 len(batch),
                 type(exc).__name__,
                 exc,
             )
-            for e in batch:
-                if not e.future.done():
-                    await self._call([e])
+            # Halving (not one by one) also retries an out-of-memory batch at a size that fits,
+            # and still isolates one poisoned item in O(log n) extra calls.
+            for part in (live[:half], live[half:]):
+                part = [e for e in part if not e.future.done()]
+                if part:
+                    await self._call(part)
             return
         for e, result in zip(batch, results, strict=True):
             _settle(e, result)
