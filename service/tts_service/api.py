@@ -177,6 +177,13 @@ def _count_failure(service: SpeechService, failure: TTSError) -> None:
         service.metrics.rejected.labels(reason=failure.code).inc()
 
 
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bearer-token check (a no-op unless keys are configured); runs inside the error mapping."""
+    request.app[SERVICE].auth.check(request.path, request.headers.get("Authorization"))
+    return await handler(request)
+
+
 def _route_label(request: web.Request) -> str:
     info = request.match_info.route.resource
     return info.canonical if info is not None else "unmatched"
@@ -204,7 +211,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 def build_app(service: SpeechService) -> web.Application:
     """The aiohttp application serving ``service`` (lifecycle hooks are added by app.py)."""
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware],
+        middlewares=[metrics_middleware, error_middleware, auth_middleware],
         client_max_size=service.settings.max_body_bytes,
     )
     app[SERVICE] = service

@@ -55,6 +55,17 @@ class UnknownVoice(InvalidRequest):
     code = "unknown_voice"
 
 
+class Unauthorized(TTSError):
+    """Authentication is on and the request has no valid bearer token (401)."""
+
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="kubetts"'})
+
+
 class NotFound(TTSError):
     status = 404
     type = "invalid_request_error"

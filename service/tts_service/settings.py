@@ -83,6 +83,15 @@ class Settings:
         30.0, "On SIGTERM, how long to finish queued and in-flight requests.", minimum=0
     )
     log_level: str = _setting("INFO", "Log level.", choices=LOG_LEVELS)
+    api_keys: str = _setting(
+        "", "Comma-separated bearer tokens clients must send (Authorization: Bearer ...); empty = no auth."
+    )
+    api_keys_file: str = _setting(
+        "", "File with one bearer token per line (e.g. a mounted Secret), added to TTS_API_KEYS."
+    )
+    auth_probes: bool = _setting(
+        False, "Also require a token on /healthz, /readyz and /metrics (off: probes and scrapes stay open)."
+    )
     model_dir: str = _setting(
         "", "ChatTTS weights directory (an asset/ tree) for the chattts engine; unused by espeak."
     )

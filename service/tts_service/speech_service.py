@@ -18,6 +18,7 @@ import numpy as np
 
 from . import __version__
 from .audio import encode
+from .auth import Authenticator, load_api_keys
 from .batcher import DynamicBatcher
 from .engines import Engine, SynthesisItem, create_engine
 from .errors import Draining, NotReady
@@ -52,6 +53,7 @@ class SpeechService:
 
     def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
         self.settings = settings
+        self.auth = Authenticator(load_api_keys(settings), settings.auth_probes)
         self.engine = engine if engine is not None else create_engine(settings)
         self.metrics = Metrics(engine=self.engine.name, version=__version__)
         self.worker = InferenceWorker(self.engine, self.metrics)
