@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -82,6 +83,15 @@ def wait_for_queue_depth(url: str, depth: int, timeout: float = 30.0, above: boo
     return False
 
 
+def wait_for_status(service, path: str, status: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.get(path) == status:
+            return True
+        time.sleep(0.01)  # polling a condition, bounded by the deadline
+    return False
+
+
 def test_sigterm_finishes_queued_requests_then_exits_zero():
     with running_service(TTS_MAX_BATCH_SIZE="1", TTS_MAX_WAIT_MS="0") as service:
         long_text = "This request takes the engine a while to speak. " * 40
@@ -89,6 +99,11 @@ def test_sigterm_finishes_queued_requests_then_exits_zero():
             futures = [pool.submit(post_speech, service.url, long_text) for _ in range(6)]
             # Wait until the service has accepted all six (one running, five queued).
             assert wait_for_queue_depth(service.url, 5), "requests did not queue up"
+            service.proc.send_signal(signal.SIGTERM)
+            # Draining: not ready at once, and no new work taken, while the queue still runs.
+            assert wait_for_status(service, "/readyz", 503), "readiness did not turn 503"
+            assert post_speech(service.url, "too late") == 503
+            assert queue_depth(service.url) > 0  # the earlier requests are still being served
             code = service.stop(timeout=60)
             statuses = [f.result(timeout=60) for f in futures]
         log = service.output()
