@@ -55,6 +55,7 @@ class KubeAPIDouble(kmock.KubernetesEmulator):
     """kmock's emulator with the Kubernetes semantics listed in the module docstring."""
 
     def _setup(self, monitoring: bool) -> None:
+        self.faults: list[dict[str, Any]] = []  # injected by RunningAPI.inject(); consumed in order
         self.calls: list[tuple[str, str, str, str]] = []  # (user agent, verb, group, resource[/sub])
         self._rv = 0
         self._status_subresource: set[str] = set()
@@ -87,8 +88,36 @@ class KubeAPIDouble(kmock.KubernetesEmulator):
         agent = request.headers.get("User-Agent", "")
         self.calls.append((agent, verb, request.resource.group or "", resource))
 
+    async def _inject_fault(self, request: rendering.Request) -> aiohttp.web.StreamResponse | None:
+        """The first matching injected fault: an error status, or a delay before normal service."""
+        agent = request.headers.get("User-Agent", "")
+        for fault in self.faults:
+            if (
+                fault["times"] > 0
+                and request.method == fault["method"]
+                and request.url.path.endswith(fault["path"])
+                and not agent.startswith("Python-urllib")
+            ):  # never fault the test's own client
+                if (
+                    fault.get("watch") is not None
+                    and (request.action == enums.action.WATCH) != fault["watch"]
+                ):
+                    continue
+                fault["times"] -= 1
+                fault["hits"] += 1
+                if fault["delay"]:
+                    await asyncio.sleep(fault["delay"])
+                    return None
+                return await self._render_error(
+                    kmock.KubernetesError(status=fault["status"], reason="Injected", message="injected fault")
+                )
+        return None
+
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         self._record(request)
+        failure = await self._inject_fault(request)
+        if failure is not None:
+            return failure
         if request.resource is not None and request.action in (
             enums.action.CREATE,
             enums.action.UPDATE,
@@ -259,6 +288,21 @@ class RunningAPI:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=30)
+
+    def inject(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int = 500,
+        times: int = 1,
+        delay: float = 0.0,
+        watch: bool | None = None,
+    ) -> dict[str, Any]:
+        """Make the next ``times`` operator requests ``method`` on a path ending in ``path`` fail."""
+        fault = dict(method=method, path=path, status=status, times=times, delay=delay, watch=watch, hits=0)
+        self._loop.call_soon_threadsafe(self.handler.faults.append, fault)
+        return fault
 
     # -- a kubectl-like client --------------------------------------------------------
 

@@ -54,7 +54,7 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kubetts.io")
     settings.posting.level = logging.INFO
     settings.watching.server_timeout = 60
-    RUNTIME.client = kube.KubeClient(login.credentials(CONFIG))
+    RUNTIME.client = kube.KubeClient(login.credentials(CONFIG), timeout_s=CONFIG.api_timeout_s)
     try:
         RUNTIME.monitoring = CONFIG.monitoring and await RUNTIME.client.has_resource(
             "monitoring.coreos.com/v1", "servicemonitors"
@@ -135,7 +135,15 @@ async def _reconcile(
 async def reconcile_handler(
     body: kopf.Body, name: str, namespace: str, status: kopf.Status, patch: kopf.Patch, **_: Any
 ) -> None:
-    await _reconcile(body, name, namespace, dict(status), patch)
+    try:
+        await _reconcile(body, name, namespace, dict(status), patch)
+    except kube.ApiError as exc:
+        raise _retry(exc) from exc
+
+
+def _retry(exc: kube.ApiError) -> kopf.TemporaryError:
+    """API conflicts, 5xx, timeouts: kopf retries the handler after a short delay."""
+    return kopf.TemporaryError(f"Kubernetes API error, will retry: {exc}", delay=CONFIG.retry_delay_s)
 
 
 def _alert_signal(status: dict[str, Any]) -> tuple[Signal, str | None]:
@@ -217,9 +225,12 @@ async def resync(
 ) -> None:
     """Repair drift and run the autoscaler, every ``KUBETTS_OPERATOR_AUTOSCALE_INTERVAL_S``."""
     status_dict = dict(status)
-    spec = await _reconcile(body, name, namespace, status_dict, patch)
-    if spec is not None and spec["autoscaling"]["enabled"]:
-        await _autoscale(body, name, namespace, spec, status_dict, patch)
+    try:
+        spec = await _reconcile(body, name, namespace, status_dict, patch)
+        if spec is not None and spec["autoscaling"]["enabled"]:
+            await _autoscale(body, name, namespace, spec, status_dict, patch)
+    except kube.ApiError as exc:
+        raise _retry(exc) from exc
 
 
 async def _reconcile_owner(body: Any, logger: logging.Logger) -> None:
@@ -255,4 +266,7 @@ async def _reconcile_owner(body: Any, logger: logging.Logger) -> None:
 async def child_changed(event: dict[str, Any], body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
     """A child was deleted or edited by hand: put it back right away (the timer would, later)."""
     if event.get("type") in ("DELETED", "MODIFIED"):
-        await _reconcile_owner(body, logger)
+        try:
+            await _reconcile_owner(body, logger)
+        except kube.ApiError as exc:
+            logger.warning("could not repair at once (the resync timer will): %s", exc)

@@ -56,8 +56,9 @@ def object_path(api_version: str, kind: str, namespace: str, name: str | None = 
 class KubeClient:
     """get/create/patch/delete for namespaced objects, by their manifest's apiVersion and kind."""
 
-    def __init__(self, credentials: Credentials) -> None:
+    def __init__(self, credentials: Credentials, timeout_s: float = 30.0) -> None:
         self._credentials = credentials
+        self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
 
     def _ensure_session(self) -> aiohttp.ClientSession:
@@ -75,7 +76,7 @@ class KubeClient:
                 base_url=self._credentials.server,
                 headers=headers,
                 connector=aiohttp.TCPConnector(ssl=ssl_context),
-                timeout=aiohttp.ClientTimeout(total=30),
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s),
             )
         return self._session
 
@@ -85,15 +86,20 @@ class KubeClient:
         session = self._ensure_session()
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type or "application/json"} if body is not None else {}
-        async with session.request(method, path, data=data, headers=headers) as resp:
-            text = await resp.text()
-            if resp.status >= 400:
-                try:
-                    message = json.loads(text).get("message", text)
-                except (ValueError, AttributeError):
-                    message = text
-                raise ApiError(resp.status, str(message)[:500])
-            return json.loads(text) if text else None
+        try:
+            async with session.request(method, path, data=data, headers=headers) as resp:
+                text = await resp.text()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # Status 0: no answer at all (connection refused, reset, timed out).
+            raise ApiError(0, f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+        if status >= 400:
+            try:
+                message = json.loads(text).get("message", text)
+            except (ValueError, AttributeError):
+                message = text
+            raise ApiError(status, str(message)[:500])
+        return json.loads(text) if text else None
 
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""

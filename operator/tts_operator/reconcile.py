@@ -18,7 +18,7 @@ from .builders import (
     build_service,
     build_service_monitor,
 )
-from .kube import KubeClient
+from .kube import ApiError, KubeClient
 
 
 def contains(live: Any, wanted: Any) -> bool:
@@ -61,8 +61,16 @@ async def apply_child(
     label = f"{manifest['kind']}/{meta['name']}"
     live = await client.get(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
     if live is None:
-        await client.create(manifest)
-        return f"{created_verb} {label}"
+        try:
+            await client.create(manifest)
+            return f"{created_verb} {label}"
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            # Created meanwhile (by a concurrent repair): fall through and make it right.
+            live = await client.get(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+            if live is None:
+                raise
     if contains(live, {k: v for k, v in manifest.items() if k != "status"}):
         return None
     await client.patch(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"], manifest)
