@@ -298,3 +298,25 @@ def test_operator_uses_exactly_what_the_charts_rbac_grants(tmp_path):
     # Nothing granted that the operator never used (events.k8s.io is kopf's alternative events API).
     unused = {k: v - used.get(k, set()) for k, v in grants.items() if k != ("events.k8s.io", "events")}
     assert {k: sorted(v) for k, v in unused.items() if v} == {}
+
+
+def test_a_firing_alert_that_alertmanager_stops_confirming_goes_stale(api):
+    with running_operator(api, KUBETTS_OPERATOR_ALERT_STALE_S="2") as op:
+        api.create(
+            TTS.format(ns=NS),
+            tts_object(
+                "demo", {**AUTOSCALED, "autoscaling": {**AUTOSCALED["autoscaling"], "cooldownSeconds": 3600}}
+            ),
+        )
+        wait_for(lambda: deployment(api), what="the Deployment")
+        op.post_alerts(webhook_payload(alert("firing")))
+        wait_for(lambda: deployment(api)["spec"]["replicas"] == 2, what="one scale-out step")
+        first = tts(api)["status"]["autoscaler"]["alert"]["receivedAt"]
+        op.post_alerts(webhook_payload(alert("firing")))  # a re-notification refreshes it
+        wait_for(lambda: tts(api)["status"]["autoscaler"]["alert"]["receivedAt"] > first, what="refresh")
+        cond = wait_for(
+            lambda: (c := condition(tts(api), "MetricsAvailable")) and c["status"] == "False" and c,
+            what="the stale alert to count as no data",
+        )
+        assert "last confirmed" in cond["message"]
+        assert deployment(api)["spec"]["replicas"] == 2

@@ -22,6 +22,8 @@ class OperatorConfig:
     monitoring: bool = True
     # The rate() window of the p99 expression, for the PrometheusRule and for poll mode.
     p99_window: str = "1m"
+    # A firing alert not re-confirmed by Alertmanager for this long counts as "no data".
+    alert_stale_s: float = 300.0
     # Timeout of one API call, and the delay before a handler that hit an API error retries.
     api_timeout_s: float = 30.0
     retry_delay_s: float = 5.0
@@ -41,6 +43,7 @@ class OperatorConfig:
             autoscale_interval_s=float(env.get(prefix + "AUTOSCALE_INTERVAL_S", cls.autoscale_interval_s)),
             p99_window=env.get(prefix + "P99_WINDOW", cls.p99_window),
             monitoring=env.get(prefix + "MONITORING", "true").strip().lower() in ("1", "true", "yes", "on"),
+            alert_stale_s=float(env.get(prefix + "ALERT_STALE_S", cls.alert_stale_s)),
             api_timeout_s=float(env.get(prefix + "API_TIMEOUT_S", cls.api_timeout_s)),
             retry_delay_s=float(env.get(prefix + "RETRY_DELAY_S", cls.retry_delay_s)),
             api_server=env.get(prefix + "API_SERVER", cls.api_server),

@@ -146,11 +146,19 @@ def _retry(exc: kube.ApiError) -> kopf.TemporaryError:
     return kopf.TemporaryError(f"Kubernetes API error, will retry: {exc}", delay=CONFIG.retry_delay_s)
 
 
-def _alert_signal(status: dict[str, Any]) -> tuple[Signal, str | None]:
+def _alert_signal(status: dict[str, Any], now: float) -> tuple[Signal, str | None]:
     alert = ((status.get("autoscaler") or {}).get("alert")) or None
     if alert is None:
         return Signal.UNKNOWN, "no p99 alert received from Alertmanager yet"
-    return (Signal.HIGH if alert.get("firing") else Signal.OK), None
+    if not alert.get("firing"):
+        return Signal.OK, None
+    age = now - float(alert.get("receivedAt") or 0)
+    if age > CONFIG.alert_stale_s:
+        return Signal.UNKNOWN, (
+            f"the firing p99 alert was last confirmed {age:.0f}s ago (Alertmanager silent?); "
+            f"its repeat_interval must be below {CONFIG.alert_stale_s:g}s"
+        )
+    return Signal.HIGH, None
 
 
 def _combine(signals: list[Signal]) -> Signal:
@@ -174,7 +182,7 @@ async def _autoscale(
     problems: list[str] = []
     p99 = stored.get("lastP99Seconds")
     if autoscaling["mode"] in ("alerts", "both"):
-        signal, problem = _alert_signal(status)
+        signal, problem = _alert_signal(status, now)
         signals.append(signal)
         problems += [problem] if problem else []
     if autoscaling["mode"] in ("poll", "both"):

@@ -4,13 +4,16 @@ It does not scale by itself.  It validates the payload, keeps only the operator'
 p99 alert for TTSServices that exist, and writes the alert's state into the TTSService's
 ``status.autoscaler.alert``; the per-object autoscaler timer acts on it.  Recording by
 the alert's own timestamps makes it idempotent under duplicate notifications and immune
-to out-of-order ones: an older notification never overwrites a newer one.
+to out-of-order ones: an older notification never overwrites a newer one.  A repeated
+firing notification only refreshes ``receivedAt``, so a firing alert that Alertmanager
+stops confirming (it is down) goes stale instead of scaling forever.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import time
 from typing import Any
 
 from aiohttp import web
@@ -87,11 +90,20 @@ def make_app(client: KubeClient, token: str = "") -> web.Application:
                 if obj is None:
                     log.info("ignoring alert for %s/%s: no such TTSService", namespace, name)
                     continue
-                record = alert_record(alert)
+                record = {**alert_record(alert), "receivedAt": time.time()}
                 old = ((obj.get("status") or {}).get("autoscaler") or {}).get("alert")
-                if not is_newer(record, old):
+                if is_newer(record, old):
+                    change = record
+                elif (
+                    old
+                    and old.get("firing")
+                    and record["firing"]
+                    and record["startsAt"] == old.get("startsAt")
+                ):
+                    change = {"receivedAt": record["receivedAt"]}  # a re-notification: still firing
+                else:
                     continue
-                await client.patch_custom(path + "/status", {"status": {"autoscaler": {"alert": record}}})
+                await client.patch_custom(path + "/status", {"status": {"autoscaler": {"alert": change}}})
                 recorded += 1
                 log.info("alert %s for %s/%s recorded", alert["status"], namespace, name)
             except ApiError as exc:
