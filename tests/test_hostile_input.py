@@ -61,6 +61,25 @@ async def test_malformed_bodies_are_400(client, body):
     assert "error" in await response.json()
 
 
+@pytest.mark.parametrize(
+    "model", ["tts\x05", "a\r\nX-Injected: 1", "\u009a\u00a9y", "\udae9\ude7b", "m" * 129, "-leading-dash"]
+)
+async def test_model_names_unsafe_for_a_header_are_400(client, model):
+    # The model is echoed in X-TTS-Model; found by schemathesis: a control character in it
+    # made aiohttp refuse the response headers and the client waited for nothing.
+    response = await client.post(SPEECH, json={"model": model, "input": "hi", "response_format": "pcm"})
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert error["param"] == "model"
+
+
+@pytest.mark.parametrize("model", ["tts-1", "tts-1-hd", "gpt-4o-mini-tts", "org/custom:v2.1", ""])
+async def test_ordinary_model_names_are_echoed(client, model):
+    response = await client.post(SPEECH, json={"model": model, "input": "hi", "response_format": "pcm"})
+    assert response.status == 200
+    assert response.headers["X-TTS-Model"] == (model or "tts-1")
+
+
 async def test_service_still_serves_after_all_that(client):
     response = await client.post(SPEECH, json={"input": "still fine", "response_format": "pcm"})
     assert response.status == 200

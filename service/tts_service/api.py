@@ -28,6 +28,7 @@ from .errors import (
     UnsupportedMediaType,
 )
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .openapi import build_openapi
 from .speech_request import SpeechRequest, parse_openai_speech, parse_tts, read_json_object
 from .speech_service import SpeechService
 
@@ -122,6 +123,12 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
+async def openapi(request: web.Request) -> web.Response:
+    """``GET /openapi.json``: the OpenAPI 3 description of this API (with this service's limits)."""
+    service = _service(request)
+    return web.json_response(build_openapi(service.settings, service.voice_names()))
+
+
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/v1/audio/speech", openai_speech),
     ("POST", "/tts", tts),
@@ -130,6 +137,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/healthz", healthz),
     ("GET", "/readyz", readyz),
     ("GET", "/metrics", metrics),
+    ("GET", "/openapi.json", openapi),
 )
 
 

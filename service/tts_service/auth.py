@@ -14,7 +14,7 @@ from pathlib import Path
 from .errors import Unauthorized
 from .settings import Settings, SettingsError, env_name
 
-OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 
 
 def load_api_keys(settings: Settings) -> tuple[bytes, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,10 @@ from .text_normalization import clean_text
 MIN_SPEED = 0.25
 MAX_SPEED = 4.0
 DEFAULT_MODEL = "tts-1"
+# OpenAI model names look like "tts-1" or "gpt-4o-mini-tts".  The name is echoed in the
+# X-TTS-Model response header, so it is held to a header-safe identifier.
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
+_MODEL_RE = re.compile(MODEL_PATTERN)
 OPENAI_FIELDS = ("model", "input", "voice", "response_format", "speed", "instructions", "stream_format")
 TTS_FIELDS = ("text", "voice", "format", "speed")
 
@@ -75,7 +80,7 @@ async def read_json_object(request: web.Request, settings: Settings) -> dict[str
 def parse_openai_speech(body: dict[str, Any], settings: Settings) -> SpeechRequest:
     """Validate an OpenAI ``audio.speech.create`` body."""
     _reject_unknown(body, OPENAI_FIELDS)
-    model = _optional_string(body, "model") or DEFAULT_MODEL
+    model = _model(body)
     _optional_string(body, "instructions")  # accepted for compatibility, not used
     stream_format = _optional_string(body, "stream_format")
     if stream_format not in (None, "audio"):
@@ -131,6 +136,19 @@ def _optional_string(body: dict[str, Any], name: str) -> str | None:
     if not isinstance(value, str):
         raise InvalidRequest(f"{name} must be a string, got {_json_type(value)}", param=name)
     return value
+
+
+def _model(body: dict[str, Any]) -> str:
+    model = _optional_string(body, "model")
+    if model is None or model == "":
+        return DEFAULT_MODEL
+    if not _MODEL_RE.fullmatch(model):
+        raise InvalidRequest(
+            "model must be a model name of 1-128 characters: letters, digits and . _ : / - "
+            f"(e.g. {DEFAULT_MODEL!r})",
+            param="model",
+        )
+    return model
 
 
 def _text(body: dict[str, Any], name: str, settings: Settings) -> str:

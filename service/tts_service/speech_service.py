@@ -93,6 +93,10 @@ class SpeechService:
             log.info("ready: engine=%s in %.2fs", self.engine.name, seconds)
         self._ready.set()
 
+    def voice_names(self) -> list[str]:
+        """Every name a request may give as ``voice``: voice ids and aliases."""
+        return [v.id for v in self.engine.voices()] + list(self.engine.aliases())
+
     async def wait_ready(self) -> None:
         await self._ready.wait()
 

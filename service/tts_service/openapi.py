@@ -1,0 +1,221 @@
+"""The OpenAPI 3 description of the HTTP API, served at ``GET /openapi.json``.
+
+Built from the same constants the request parser enforces (fields, formats, speed range,
+the configured input limit), so the description cannot promise what the parser rejects.
+A test keeps its paths equal to the registered routes, and fuzzes every operation with
+schemathesis against a real server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+from .audio import CONTENT_TYPES, FORMATS
+from .settings import Settings
+from .speech_request import DEFAULT_MODEL, MAX_SPEED, MIN_SPEED, MODEL_PATTERN
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _error_responses(*statuses: int) -> dict[str, Any]:
+    reasons = {
+        400: "Invalid request: the message says what was wrong and what is allowed",
+        401: "Authentication is on and the bearer token is missing or wrong",
+        404: "No such route",
+        405: "Method not allowed",
+        413: "Body larger than TTS_MAX_BODY_BYTES",
+        415: "Content-Type is not application/json",
+        500: "The engine failed on this request (only this one)",
+        503: "Queue full, not ready, or draining; retry after Retry-After seconds",
+        504: "The request's deadline passed before its audio was ready",
+    }
+    return {
+        str(s): {"description": reasons[s], "content": {"application/json": {"schema": ERROR}}}
+        for s in statuses
+    }
+
+
+# Input must contain something visible: only white space or control characters is a 400.
+VISIBLE = "[!-~\u00a1-\u00ff\u4e00-\u9fff]"
+
+
+def _speech_body(
+    settings: Settings,
+    voices: list[str],
+    text_field: str,
+    format_field: str,
+    default_format: str,
+    extra: dict,
+) -> dict:
+    properties: dict[str, Any] = {
+        text_field: {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": settings.max_input_chars,
+            "pattern": VISIBLE,
+            "description": "The text to speak (zh and en are normalized: numbers, dates, units).",
+        },
+        "voice": {
+            "type": "string",
+            "enum": ["", *voices],
+            "description": "A voice id, an OpenAI voice name, or empty to choose by the text's script.",
+        },
+        format_field: {"type": "string", "enum": list(FORMATS), "default": default_format},
+        "speed": {"type": "number", "minimum": MIN_SPEED, "maximum": MAX_SPEED, "default": 1.0},
+        **extra,
+    }
+    # null is read as "not given" (as OpenAI's API does), so every optional field is nullable.
+    for name, schema in properties.items():
+        if name != text_field:
+            schema["nullable"] = True
+    return {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": [text_field],
+                    "additionalProperties": False,
+                    "properties": properties,
+                }
+            }
+        },
+    }
+
+
+def _audio_response() -> dict[str, Any]:
+    return {
+        "description": "Mono 24 kHz audio in the requested format",
+        "headers": {
+            name: {"schema": {"type": "string"}}
+            for name in (
+                "X-TTS-Model",
+                "X-TTS-Engine",
+                "X-TTS-Voice",
+                "X-TTS-Audio-Seconds",
+                "X-TTS-Sample-Rate",
+            )
+        },
+        "content": {
+            ctype: {"schema": {"type": "string", "format": "binary"}} for ctype in CONTENT_TYPES.values()
+        },
+    }
+
+
+def _json_ok(description: str) -> dict[str, Any]:
+    return {
+        "200": {"description": description, "content": {"application/json": {"schema": {"type": "object"}}}}
+    }
+
+
+def build_openapi(settings: Settings, voices: list[str]) -> dict[str, Any]:
+    """The description for a service with ``settings`` whose engine accepts ``voices``."""
+    synthesis_errors = _error_responses(400, 401, 413, 415, 500, 503, 504)
+    openai_extra = {
+        "model": {
+            "type": "string",
+            "default": DEFAULT_MODEL,
+            "pattern": f"{MODEL_PATTERN}|^$",
+            "description": "Any model name is accepted and echoed back in X-TTS-Model.",
+        },
+        "instructions": {"type": "string", "description": "Accepted for compatibility; not used."},
+        "stream_format": {"type": "string", "enum": ["audio"]},
+    }
+    probe = {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "kubetts TTS service",
+            "version": __version__,
+            "description": "Text-to-speech with a dynamic batcher; OpenAI-compatible speech endpoint.",
+        },
+        "paths": {
+            "/v1/audio/speech": {
+                "post": {
+                    "operationId": "createSpeech",
+                    "summary": "OpenAI-compatible text to speech",
+                    "requestBody": _speech_body(
+                        settings, voices, "input", "response_format", "mp3", openai_extra
+                    ),
+                    "responses": {"200": _audio_response(), **synthesis_errors},
+                }
+            },
+            "/tts": {
+                "post": {
+                    "operationId": "tts",
+                    "summary": "Text to speech (WAV by default)",
+                    "requestBody": _speech_body(settings, voices, "text", "format", "wav", {}),
+                    "responses": {"200": _audio_response(), **synthesis_errors},
+                }
+            },
+            "/v1/voices": {
+                "get": {
+                    "operationId": "listVoices",
+                    "summary": "Voices, aliases and the default",
+                    "responses": {**_json_ok("Voices"), **_error_responses(401)},
+                }
+            },
+            "/v1/models": {
+                "get": {
+                    "operationId": "listModels",
+                    "summary": "OpenAI-style model list",
+                    "responses": {**_json_ok("Models"), **_error_responses(401)},
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "healthz",
+                    "summary": "Liveness",
+                    "responses": {**probe, **_error_responses(401)},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Readiness (503 until warm, and while draining)",
+                    "responses": {**probe, **_error_responses(401, 503)},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Prometheus text format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **_error_responses(401),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This description",
+                    "responses": _json_ok("OpenAPI 3 document"),
+                }
+            },
+        },
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["message", "type", "param", "code"],
+                            "properties": {
+                                "message": {"type": "string"},
+                                "type": {"type": "string"},
+                                "param": {"type": "string", "nullable": True},
+                                "code": {"type": "string"},
+                            },
+                        }
+                    },
+                }
+            }
+        },
+    }

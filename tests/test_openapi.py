@@ -1,0 +1,133 @@
+"""The OpenAPI description matches the handlers, and every operation survives fuzzing."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from openapi_spec_validator import validate
+from schemathesis.generation import GenerationMode
+from service_process import running_service
+from tts_service.api import ROUTES
+from tts_service.engines.espeak import EspeakEngine
+from tts_service.openapi import build_openapi
+from tts_service.settings import Settings
+
+FUZZ_EXAMPLES = 100
+ENGINE = EspeakEngine()  # not loaded: only its voice names are used
+VOICES = [v.id for v in ENGINE.voices()] + list(ENGINE.aliases())
+
+
+def describe(**settings) -> dict:
+    return build_openapi(Settings(**settings), VOICES)
+
+
+def test_description_is_valid_openapi():
+    validate(describe())
+
+
+def test_paths_equal_the_registered_routes():
+    spec = describe()
+    described = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
+    assert described == {(method, path) for method, path, _ in ROUTES}
+
+
+def test_limits_follow_the_settings():
+    spec = describe(max_input_chars=77)
+    schema = spec["paths"]["/tts"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["text"]["maxLength"] == 77
+
+
+async def test_served_at_openapi_json(client):
+    response = await client.get("/openapi.json")
+    assert response.status == 200
+    body = await response.json()
+    assert body == describe()
+
+
+@pytest.fixture(scope="module")
+def fuzz_target():
+    # A short input limit keeps each synthesized example fast; everything else is the default.
+    with running_service(TTS_MAX_INPUT_CHARS="200", TTS_REQUEST_TIMEOUT_S="20") as service:
+        yield service
+
+
+def operations():
+    schema = schemathesis.openapi.from_dict(describe(max_input_chars=200))
+    return [result.ok() for result in schema.get_all_operations()]
+
+
+SYNTHESIS = {"POST /v1/audio/speech", "POST /tts"}
+
+
+def fuzz_plan() -> list:
+    """Every operation with valid input; the ones that take a body also with invalid input."""
+    return [
+        pytest.param(op, mode, id=f"{op.label}-{mode.value}")
+        for op in operations()
+        for mode in GenerationMode
+        if mode is GenerationMode.POSITIVE or op.label in SYNTHESIS
+    ]
+
+
+@pytest.mark.parametrize(("operation", "mode"), fuzz_plan())
+def test_fuzz_every_operation(fuzz_target, operation, mode):
+    """Positive cases (what the description allows) must succeed; negative cases (what it
+    forbids) must get a 4xx with the error JSON; neither may get a 5xx, hang or crash."""
+    seen = {"cases": 0}
+
+    # No shrink phase: a failure is reported with schemathesis' curl reproduction, and
+    # shrinking against a live server can take many minutes.
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        database=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case):
+        response = case.call(base_url=fuzz_target.url, timeout=30)
+        seen["cases"] += 1
+        assert response.status_code < 500, (response.status_code, response.text[:500])
+        if mode is GenerationMode.POSITIVE:
+            assert response.status_code == 200, (case.body, response.text[:500])
+        elif operation.label in SYNTHESIS and _body_breaks_the_schema(case):
+            assert 400 <= response.status_code < 500, (case.body, response.status_code)
+        if response.status_code >= 400:
+            error = response.json()["error"]
+            assert error["message"] and error["code"]
+        if operation.label in SYNTHESIS and response.status_code == 200:
+            assert response.content_size > 0 and float(response.headers["x-tts-audio-seconds"][0]) >= 0
+        case.validate_response(response)
+
+    run()
+    FUZZ_CASES[f"{operation.label} {mode.value}"] = seen["cases"]
+    assert seen["cases"] >= 1
+    assert fuzz_target.get("/healthz") == 200  # still alive
+
+
+FUZZ_CASES: dict[str, int] = {}
+
+
+def _body_breaks_the_schema(case) -> bool:
+    """Negative generation may break only a header or the media type; the body is what we judge."""
+    schema = case.operation.schema.raw_schema["paths"][case.operation.path]["post"]
+    body_schema = schema["requestBody"]["content"]["application/json"]["schema"]
+    try:
+        jsonschema.validate(case.body, _as_json_schema(body_schema))
+    except jsonschema.ValidationError:
+        return True
+    return False
+
+
+def _as_json_schema(schema: dict) -> dict:
+    """OpenAPI 3.0's ``nullable: true`` spelled as JSON Schema (``null`` added to the types)."""
+    properties = {}
+    for name, prop in schema["properties"].items():
+        prop = dict(prop)
+        if prop.pop("nullable", False):
+            prop = {"anyOf": [prop, {"type": "null"}]}
+        properties[name] = prop
+    return {**schema, "properties": properties}
