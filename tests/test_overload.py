@@ -1,5 +1,6 @@
 """Overload at small scale: a burst far beyond the queue gets definite answers, and the
-service stays up with bounded memory.  (Full-scale figures: bench/overload.py.)"""
+service stays up with bounded memory.  (Full-scale figures: bench/overload.py, quoted in
+docs/reliability.md.)"""
 
 from __future__ import annotations
 
