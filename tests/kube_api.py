@@ -96,8 +96,9 @@ class KubeAPIDouble(kmock.KubernetesEmulator):
                 fault["times"] > 0
                 and request.method == fault["method"]
                 and request.url.path.endswith(fault["path"])
-                and not agent.startswith("Python-urllib")
-            ):  # never fault the test's own client
+                and not agent.startswith("Python-urllib")  # never fault the test's own client
+                and agent.startswith(fault.get("agent") or "")
+            ):
                 if (
                     fault.get("watch") is not None
                     and (request.action == enums.action.WATCH) != fault["watch"]
@@ -298,9 +299,20 @@ class RunningAPI:
         times: int = 1,
         delay: float = 0.0,
         watch: bool | None = None,
+        agent: str = "",
     ) -> dict[str, Any]:
-        """Make the next ``times`` operator requests ``method`` on a path ending in ``path`` fail."""
-        fault = dict(method=method, path=path, status=status, times=times, delay=delay, watch=watch, hits=0)
+        """Make the next ``times`` operator requests ``method`` on a path ending in ``path`` fail
+        (only those whose User-Agent starts with ``agent``, when given)."""
+        fault = dict(
+            method=method,
+            path=path,
+            status=status,
+            times=times,
+            delay=delay,
+            watch=watch,
+            agent=agent,
+            hits=0,
+        )
         self._loop.call_soon_threadsafe(self.handler.faults.append, fault)
         return fault
 

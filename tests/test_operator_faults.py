@@ -73,3 +73,28 @@ def test_failing_watches_are_reestablished(api):
         wait_for(lambda: converged(api), timeout=45, what="convergence after watch failures")
         assert fault["hits"] >= 1
         assert_single_children(api)
+
+
+def test_webhook_answers_503_when_the_alert_cannot_be_recorded(api):
+    """Alertmanager retries a notification that got a 5xx, so a failed status write must not
+    be answered 200 (the alert would be lost)."""
+    alert = {
+        "status": "firing",
+        "labels": {"alertname": "TTSServiceP99LatencyHigh", "tts_namespace": NS, "tts_name": "demo"},
+        "startsAt": "2026-01-01T00:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+    }
+    payload = {"version": "4", "status": "firing", "receiver": "kubetts", "alerts": [alert]}
+    with running_operator(api, **FAST_RETRIES) as op:
+        api.create(TTS.format(ns=NS), tts_object("demo", {}))
+        wait_for(lambda: converged(api), timeout=45, what="convergence")
+        # Only the webhook's own client (not kopf's status writes) meets the fault.
+        fault = api.inject(
+            "PATCH", "/ttsservices/demo/status", status=500, times=1, agent="kubetts-operator/"
+        )
+        status, body = op.post_alerts(payload)
+        assert status == 503 and "error" in body
+        assert fault["hits"] == 1
+        assert op.post_alerts(payload) == (200, {"received": 1, "recorded": 1})  # Alertmanager's retry
+        recorded = api.get(f"{TTS.format(ns=NS)}/demo")["status"]["autoscaler"]["alert"]
+        assert recorded["firing"] is True and recorded["startsAt"] == alert["startsAt"]

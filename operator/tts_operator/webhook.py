@@ -71,6 +71,20 @@ def is_newer(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
     return (new_time or "") > (old_time or "")
 
 
+def alert_change(record: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What to write into ``status.autoscaler.alert`` for a received ``record``, or None.
+
+    A newer notification replaces the old record; a repeat of the same firing alert only
+    refreshes ``receivedAt`` (so duplicates change nothing the autoscaler acts on); a
+    duplicate or older notification otherwise writes nothing.
+    """
+    if is_newer(record, old):
+        return record
+    if old and old.get("firing") and record["firing"] and record["startsAt"] == old.get("startsAt"):
+        return {"receivedAt": record["receivedAt"]}
+    return None
+
+
 def make_app(client: KubeClient, token: str = "") -> web.Application:
     async def receive(request: web.Request) -> web.Response:
         if token:
@@ -92,16 +106,8 @@ def make_app(client: KubeClient, token: str = "") -> web.Application:
                     continue
                 record = {**alert_record(alert), "receivedAt": time.time()}
                 old = ((obj.get("status") or {}).get("autoscaler") or {}).get("alert")
-                if is_newer(record, old):
-                    change = record
-                elif (
-                    old
-                    and old.get("firing")
-                    and record["firing"]
-                    and record["startsAt"] == old.get("startsAt")
-                ):
-                    change = {"receivedAt": record["receivedAt"]}  # a re-notification: still firing
-                else:
+                change = alert_change(record, old)
+                if change is None:
                     continue
                 await client.patch_custom(path + "/status", {"status": {"autoscaler": {"alert": change}}})
                 recorded += 1
