@@ -40,6 +40,7 @@ METRIC_NAMES = (
     "tts_rejected_total",
     "tts_engine_errors_total",
     "tts_ready",
+    "tts_model_load_seconds",
     "tts_warmup_seconds",
     "tts_build_info",
 )
@@ -94,8 +95,13 @@ class Metrics:
             "tts_engine_errors", "Requests the engine failed on, by error code.", ["code"], registry=r
         )
         self.ready = Gauge("tts_ready", "1 when /readyz reports ready.", registry=r)
+        self.model_load_seconds = Gauge(
+            "tts_model_load_seconds", "Time loading the engine (model weights) took at start-up.", registry=r
+        )
         self.warmup_seconds = Gauge(
-            "tts_warmup_seconds", "Time the start-up load and warmup took.", registry=r
+            "tts_warmup_seconds",
+            "Time the start-up warmup (first-call compilation, caches) took.",
+            registry=r,
         )
         self.build = Info("tts_build", "Version and engine of this service.", registry=r)
         self.build.info({"version": version, "engine": engine})

@@ -18,6 +18,7 @@ from typing import Any
 ENV_PREFIX = "TTS_"
 
 ENGINES = ("espeak", "chattts")
+DEVICES = ("auto", "cuda", "cpu")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -101,6 +102,40 @@ class Settings:
     )
     cuda_memory_pool_mb: int = _setting(
         0, "CUDA memory to reserve up front for the chattts engine (0 = off); unused on CPU.", minimum=0
+    )
+    model_verify: bool = _setting(
+        True,
+        "Check the ChatTTS weights against the official sha256 map; false accepts custom (fine-tuned) weights.",
+    )
+    chattts_config: str = _setting(
+        "", "JSON file overriding ChatTTS's module sizes, for checkpoints not of the official geometry."
+    )
+    device: str = _setting(
+        "auto", "Where the chattts engine runs: auto = cuda if available, else cpu.", choices=DEVICES
+    )
+    torch_threads: int = _setting(
+        0, "CPU threads for torch in the chattts engine; 0 = the CPUs this container may use.", minimum=0
+    )
+    compile: bool = _setting(
+        False, "torch.compile the ChatTTS GPT (CUDA only; cached in TORCHINDUCTOR_CACHE_DIR)."
+    )
+    half_precision: bool = _setting(
+        False, "Run the ChatTTS GPT in float16: about half its memory (meant for GPUs; slower on CPUs)."
+    )
+    refine_text: bool = _setting(
+        False, "Run ChatTTS's text-refinement pass before speech (adds latency; off = skip_refine_text)."
+    )
+    temperature: float = _setting(
+        0.3, "ChatTTS sampling temperature for audio tokens.", minimum=0.01, maximum=2.0
+    )
+    top_p: float = _setting(0.7, "ChatTTS nucleus-sampling top_P.", minimum=0.01, maximum=1.0)
+    top_k: int = _setting(20, "ChatTTS top_K.", minimum=1, maximum=626)
+    max_new_tokens: int = _setting(
+        2048,
+        "Upper bound on audio tokens per request (about 46.9 per second of speech); "
+        "the bound actually used follows the input's length.",
+        minimum=16,
+        maximum=4096,
     )
 
     @classmethod

@@ -80,17 +80,18 @@ class SpeechService:
     async def start(self) -> None:
         """Load and warm up the engine, then start batching; raises if loading fails."""
         try:
-            seconds = await self.worker.start(warmup=self.settings.warmup)
+            load_seconds, warmup_seconds = await self.worker.start(warmup=self.settings.warmup)
         except BaseException as exc:
             self.state = State.FAILED
             self.failure = exc
             raise
-        self.metrics.warmup_seconds.set(seconds)
+        self.metrics.model_load_seconds.set(load_seconds)
+        self.metrics.warmup_seconds.set(warmup_seconds)
         self.batcher.start()
         if self.state is State.STARTING:
             self.state = State.READY
             self.metrics.ready.set(1)
-            log.info("ready: engine=%s in %.2fs", self.engine.name, seconds)
+            log.info("ready: engine=%s in %.2fs", self.engine.name, load_seconds + warmup_seconds)
         self._ready.set()
 
     def voice_names(self) -> list[str]:
@@ -131,6 +132,7 @@ class SpeechService:
         if self.state is State.STOPPED:
             return
         self.state = State.STOPPED
+        self.engine.interrupt()  # a generation still running after the drain timeout stops early
         try:
             await self.worker.close()
         finally:

@@ -37,8 +37,8 @@ class InferenceWorker:
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def start(self, warmup: bool) -> float:
-        """Load the engine (and warm it up); return the seconds it took."""
+    async def start(self, warmup: bool) -> tuple[float, float]:
+        """Load the engine (and warm it up); return the seconds each took."""
         started = time.perf_counter()
         await self._run(self.engine.load)
         loaded = time.perf_counter()
@@ -46,7 +46,7 @@ class InferenceWorker:
         if warmup:
             await self._run(self.engine.warmup)
             log.info("engine %s warmed up in %.2fs", self.engine.name, time.perf_counter() - loaded)
-        return time.perf_counter() - started
+        return loaded - started, time.perf_counter() - loaded
 
     async def synthesize(self, items: list[SynthesisItem]) -> list[np.ndarray | TTSError]:
         """The batcher's ``process``: one engine call on the worker thread."""

@@ -15,7 +15,14 @@ def create_engine(settings: Settings) -> Engine:
 
         return EspeakEngine(default_voice=settings.default_voice)
     if settings.engine == "chattts":
-        raise NotImplementedError(
-            "TTS_ENGINE=chattts is not available in this version yet; use TTS_ENGINE=espeak"
-        )
+        try:
+            import ChatTTS  # noqa: F401
+            import torch  # noqa: F401
+        except ImportError as exc:
+            raise ValueError(
+                f"TTS_ENGINE=chattts needs the chattts extra (pip install 'kubetts[chattts]'): {exc}"
+            ) from None
+        from .chattts import ChatTTSEngine
+
+        return ChatTTSEngine(settings)
     raise ValueError(f"unknown engine {settings.engine!r}")

@@ -98,5 +98,11 @@ class Engine(abc.ABC):
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
         """One float32 mono 24 kHz array per item, in the order given."""
 
+    def interrupt(self) -> None:
+        """Ask a running ``synthesize`` to stop early (shutdown after the drain timeout).
+
+        The one method called from ANOTHER thread than the worker's: it may only set a flag.
+        """
+
     def close(self) -> None:
         """Release what ``load`` acquired."""

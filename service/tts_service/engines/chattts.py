@@ -1,0 +1,287 @@
+"""The production engine: ChatTTS (2noise/ChatTTS 0.2.5), weights from a local directory.
+
+One engine call = one batched generation for all of the batch's texts.  Things this
+module does deliberately, each because ChatTTS would otherwise get it wrong for a server:
+
+- **Loading** goes through :mod:`.chattts_model` (clear errors for a missing or wrong
+  file, never ``source="local"``), with a FRESH ``Config`` per instance.
+- **Fresh parameter objects per call.**  ``Chat.infer``'s default ``InferCodeParams`` /
+  ``RefineTextParams`` are shared objects that ``infer`` mutates (``spk_smp``).
+- **Normalization.**  Without a registered normalizer ChatTTS silently deletes digits and
+  many symbols ("2024年5月1日" -> "年月日"); the service's own zh/en normalizer is
+  registered with ``chat.normalizer.register``.
+- **The pipeline is driven stage by stage** -- ``_refine_text`` (optional),
+  ``_infer_code``, ``_decode_to_wavs`` -- exactly as ``Chat._infer`` does for one
+  unsplit batch, instead of through ``Chat.infer``, for two reasons:
+  (1) a batch is padded to its longest row and the padding decodes to SOUND: a row that
+  stopped after 9 tokens would come back as long as the longest row (2noise/ChatTTS#813).
+  The generation result carries each row's own token count, so every row is trimmed to
+  its own length (512 samples per audio token).  (2) ``infer`` drops every sample with
+  |x| <= 1e-5 anywhere in the signal, shortening the audio unpredictably and clicking at
+  the gaps; this path keeps every sample.  The ``chattts`` extra pins ChatTTS 0.2.5 so
+  these stages are what they are; a test checks they exist.
+- **Bounded generation.**  ``max_new_token`` follows the input's length (ChatTTS makes
+  ~46.9 audio tokens per second of speech), capped by ``TTS_MAX_NEW_TOKENS``, so a runaway
+  generation cannot hold the worker for minutes; ``close`` interrupts a running one.
+- **Memory.**  Everything runs under ``torch.inference_mode()`` and nothing is cached per
+  call; a test checks RSS stays flat over hundreds of calls.
+
+Batch-mates change the result (2noise/ChatTTS#256): a row's sampling depends on the
+other rows of its batch.  Determinism is only promised for a request served alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..settings import Settings
+from ..text_normalization import TextNormalizer, detect_language
+from . import chattts_model, chattts_voices
+from .base import Engine, ResolvedVoice, SynthesisItem, VoiceInfo
+
+log = logging.getLogger("tts_service.engines.chattts")
+
+SAMPLES_PER_TOKEN = 512  # the decoder doubles each token into two mel frames; Vocos hop is 256
+TOKENS_PER_SECOND = 24_000 / SAMPLES_PER_TOKEN  # 46.875
+# Budget of audio tokens per input character at speed 1 (Mandarin ~4-5 characters per
+# second of speech ~ 10 tokens each; English less), plus a floor for very short inputs.
+TOKENS_PER_CHAR = 12
+MIN_TOKEN_BUDGET = 48
+
+
+def speed_prompt(speed: float) -> str:
+    """ChatTTS's ``[speed_N]`` (0-9, 5 = normal) for the API's speed (0.25-4, 1 = normal)."""
+    return f"[speed_{min(9, max(0, round(5 + 2 * math.log2(speed))))}]"
+
+
+def token_budget(texts: Sequence[str], speed: float, cap: int) -> int:
+    longest = max((len(t) for t in texts), default=0)
+    return min(cap, MIN_TOKEN_BUDGET + math.ceil(TOKENS_PER_CHAR * longest / min(1.0, speed)))
+
+
+def container_cpus() -> int:
+    """CPUs this process may use: the cgroup's CPU limit if any, else its affinity mask."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.floor(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+@dataclass
+class BatchStats:
+    """What the last engine call did (for benchmarks and tests)."""
+
+    size: int = 0
+    tokens: list[int] = field(default_factory=list)
+    max_new_token: int = 0
+    audio_seconds: float = 0.0
+
+
+class ChatTTSEngine(Engine):
+    """ChatTTS behind the batcher: one batched generation per engine call."""
+
+    name = "chattts"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sha256_map: dict[str, str] | None = None,
+        infer_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        """``sha256_map`` replaces ChatTTS's official map (tests: the hashes of a generated
+        checkpoint); ``infer_overrides`` are extra ``InferCodeParams`` fields (tests:
+        ``min_new_token``)."""
+        self._settings = settings
+        self.max_batch_size = settings.max_batch_size
+        self._sha256_map = sha256_map
+        self._infer_overrides = dict(infer_overrides or {})
+        self._specs = chattts_voices.voice_specs(settings.voices)
+        self._aliases = chattts_voices.openai_aliases(list(self._specs))
+        self._default = chattts_voices.resolve(
+            settings.default_voice or next(iter(self._specs)), self._specs, self._aliases
+        )
+        self._chat: Any = None
+        self._embeddings: dict[str, str] = {}
+        self._normalizer: TextNormalizer | None = None
+        self._holder = None
+        self.device: Any = None
+        self.last_batch = BatchStats()
+
+    # -- voices (event loop: cheap, immutable data only) ---------------------------------
+
+    def voices(self) -> list[VoiceInfo]:
+        return [VoiceInfo(name, "zh+en", spec.description) for name, spec in self._specs.items()]
+
+    def aliases(self) -> dict[str, str]:
+        return dict(self._aliases)
+
+    def resolve_voice(self, requested: str | None, text: str) -> ResolvedVoice:
+        name = chattts_voices.resolve(requested, self._specs, self._aliases) if requested else self._default
+        return ResolvedVoice(name, detect_language(text))
+
+    def batch_key(self, item: SynthesisItem) -> Hashable:
+        # One InferCodeParams serves a whole batch: everything in it must be shared.
+        # Temperature, top_P and top_K are engine-wide settings; language is per text.
+        return (item.voice.id, speed_prompt(item.speed))
+
+    # -- worker thread ---------------------------------------------------------------------
+
+    def load(self) -> None:
+        import torch
+        from ChatTTS import Chat
+        from ChatTTS.config import Config
+
+        s = self._settings
+        asset = chattts_model.asset_dir(s.model_dir)
+        geometry = chattts_model.load_geometry(s.chattts_config)
+        torch.set_num_threads(s.torch_threads or container_cpus())
+        self.device = self._device(torch)
+        chat = Chat(logging.getLogger("ChatTTS"))
+        chat.config = chattts_model.fresh_config(Config(), geometry)
+        official = self._sha256_map or chat.sha256_map
+        chat.sha256_map = chattts_model.verify(asset, official, check_hashes=s.model_verify)
+        root, self._holder = chattts_model.chattts_root(asset)
+        if s.compile and self.device.type != "cuda":
+            log.warning("TTS_COMPILE is on but the device is %s: ChatTTS compiles on CUDA only", self.device)
+        if not chat.load(source="custom", custom_path=str(root), device=self.device, compile=s.compile):
+            raise chattts_model.ModelError(
+                f"TTS_MODEL_DIR={asset}: ChatTTS could not load the weights (see the log above)"
+            )
+        if s.half_precision:
+            # ChatTTS casts the GPT's inputs to the Llama's dtype and its outputs back to float32.
+            chat.gpt.gpt = chat.gpt.gpt.to(dtype=torch.float16)
+        self._reserve_cuda_pool(torch)
+        self._normalizer = TextNormalizer()
+        for language in ("zh", "en"):
+            chat.normalizer.unregister(language)
+            chat.normalizer.register(language, self._normalize_for(language))
+        speaker = chat.speaker
+        for name, spec in self._specs.items():
+            self._embeddings[name] = (
+                spec.embedding
+                if spec.embedding is not None
+                else chattts_voices.embedding_for_seed(spec.seed, speaker.std, speaker.mean)
+            )
+        self._chat = chat
+        log.info(
+            "ChatTTS loaded from %s on %s (%d torch threads)", asset, self.device, torch.get_num_threads()
+        )
+
+    def _device(self, torch):
+        wanted = self._settings.device
+        if wanted == "cuda" and not torch.cuda.is_available():
+            raise chattts_model.ModelError("TTS_DEVICE=cuda but no CUDA device is available")
+        if wanted == "auto":
+            wanted = "cuda" if torch.cuda.is_available() else "cpu"
+        return torch.device(wanted)
+
+    def _reserve_cuda_pool(self, torch) -> None:
+        """Grow the CUDA caching allocator once to TTS_CUDA_MEMORY_POOL_MB (GPU only).
+
+        Allocating and freeing one large block leaves it reserved in torch's caching
+        allocator, so later batches reuse it instead of growing (and fragmenting) memory
+        call by call.  It does not bound memory: a batch that needs more still allocates
+        more.  Not verified on real GPU hardware (none on the development machines).
+        """
+        megabytes = self._settings.cuda_memory_pool_mb
+        if not megabytes or self.device.type != "cuda":
+            return
+        block = torch.empty(megabytes * 1024 * 1024, dtype=torch.uint8, device=self.device)
+        del block
+        log.info("reserved %d MB in the CUDA caching allocator", megabytes)
+
+    def _normalize_for(self, language: str):
+        def normalize(text: str) -> str:
+            assert self._normalizer is not None
+            return self._normalizer.normalize(text, language)  # type: ignore[arg-type]
+
+        return normalize
+
+    def prepare_texts(self, items: Sequence[SynthesisItem]) -> list[str]:
+        """The texts as ChatTTS's tokenizer will see them (normalized, homophones applied)."""
+        chat = self._loaded()
+        return [chat.normalizer(item.text, True, True, item.voice.language) for item in items]
+
+    def warmup(self) -> None:
+        """One batch at the max batch size and one at 1, both short: compiles numba's
+        normalizer code (~1.35 s on first use) and torch's kernels before /readyz."""
+        voice = self.resolve_voice(None, "热身")
+        for size in (self.max_batch_size, 1):
+            self._generate([SynthesisItem("热身一下。", voice)] * size, max_new_token=MIN_TOKEN_BUDGET)
+
+    def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
+        return self._generate(items)
+
+    def _generate(self, items: Sequence[SynthesisItem], max_new_token: int | None = None) -> list[np.ndarray]:
+        import torch
+        from ChatTTS import Chat
+
+        chat = self._loaded()
+        first = items[0]
+        texts = self.prepare_texts(items)
+        budget = max_new_token or token_budget(texts, first.speed, self._settings.max_new_tokens)
+        s = self._settings
+        chat.context.set(False)  # clear an interrupt() from an earlier shutdown attempt
+        with torch.inference_mode():
+            if s.refine_text:
+                refine = Chat.RefineTextParams(show_tqdm=False, max_new_token=max(64, budget // 4))
+                refined = chat._refine_text(texts, chat.device, refine)
+                tokens = [ids[ids.less(chat.tokenizer.break_0_ids)] for ids in refined.ids]
+                texts = chat.tokenizer.decode(tokens)
+                refined.destroy()
+            params = Chat.InferCodeParams(
+                prompt=speed_prompt(first.speed),
+                spk_emb=self._embeddings[first.voice.id],
+                temperature=s.temperature,
+                top_P=s.top_p,
+                top_K=s.top_k,
+                max_new_token=budget,
+                show_tqdm=False,
+                **self._infer_overrides,
+            )
+            result = next(chat._infer_code(texts, False, chat.device, True, params))
+            lengths = [int(h.size(0)) for h in result.hiddens]
+            wavs = chat._decode_to_wavs(result.hiddens, True)
+            result.destroy()
+        width = wavs.shape[1]
+        longest = max(lengths)
+        rows = [
+            np.ascontiguousarray(
+                wavs[i, : max(0, width - SAMPLES_PER_TOKEN * (longest - n))], dtype=np.float32
+            )
+            for i, n in enumerate(lengths)
+        ]
+        self.last_batch = BatchStats(
+            len(items), lengths, budget, sum(r.size for r in rows) / self.sample_rate
+        )
+        return rows
+
+    def interrupt(self) -> None:
+        if self._chat is not None:
+            self._chat.interrupt()  # sets a flag ChatTTS's generation loop checks per token
+
+    def _loaded(self):
+        if self._chat is None:
+            raise RuntimeError("the chattts engine is not loaded")
+        return self._chat
+
+    def close(self) -> None:
+        if self._chat is not None:
+            self._chat.unload()
+            self._chat = None
+        if self._holder is not None:
+            self._holder.cleanup()
+            self._holder = None
