@@ -268,24 +268,69 @@ def test_refine_text_pass_and_half_precision_run_when_enabled(checkpoint):
         engine.close()
 
 
-def rss_bytes() -> int:
+MEMORY_PROBE = """
+import json, sys
+from tts_service.engines import SynthesisItem
+from tts_service.engines.chattts import ChatTTSEngine
+from tts_service.settings import Settings
+
+def rss():
     with open("/proc/self/status") as status:
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
 
+settings = Settings(**json.loads(sys.argv[1]))
+engine = ChatTTSEngine(settings)
+engine.load()
+items = [SynthesisItem(t, engine.resolve_voice(None, t)) for t in ["你好", "hello", "短句", "ok"]]
+samples = []
+for _ in range(int(sys.argv[2])):
+    engine.synthesize(items)
+    samples.append(rss())
+engine.close()
+print(json.dumps(samples))
+"""
+
 
 def test_memory_stays_flat_over_hundreds_of_calls(checkpoint):
-    engine = ChatTTSEngine(settings_for(checkpoint, max_new_tokens=16), sha256_map=checkpoint["sha256"])
-    engine.load()
-    try:
-        items = items_for(engine, ["你好", "hello", "短句", "ok"])
-        samples = []
-        for _ in range(240):
-            engine.synthesize(items)
-            samples.append(rss_bytes())
-    finally:
-        engine.close()
+    """In a process of its own, so nothing else the test session does moves its RSS."""
+    import json
+    import subprocess
+    import sys
+
+    settings = {
+        "engine": "chattts", "model_dir": str(checkpoint["asset"]), "chattts_config": str(checkpoint["config"]),
+        "model_verify": False, "torch_threads": 1, "max_new_tokens": 16, "max_batch_size": 4,
+    }  # fmt: skip
+    probe = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, json.dumps(settings), "240"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    samples = json.loads(probe.stdout.strip().splitlines()[-1])
     early = float(np.median(samples[40:80]))
     late = float(np.median(samples[-40:]))
-    # No growth trend after the allocator settled: within 2 % (plus a few pages of noise).
     print(f"RSS early {early / 2**20:.1f} MB, late {late / 2**20:.1f} MB")
+    # No growth trend after the allocator settled: within 2 % (plus a few pages of noise).
     assert late - early < 0.02 * early + 4 * 1024 * 1024, (early / 2**20, late / 2**20)
+
+
+def test_streaming_yields_ordered_chunks_that_add_up_to_each_rows_audio(checkpoint):
+    engine = ChatTTSEngine(
+        settings_for(checkpoint, max_new_tokens=64),
+        sha256_map=checkpoint["sha256"],
+        infer_overrides={"min_new_token": 60},  # every row runs past two stream steps of 24 tokens
+    )
+    engine.load()
+    try:
+        steps = list(engine.synthesize_stream(items_for(engine, ["你好", "今天天气很好", "hello"])))
+        tokens = engine.last_batch.tokens
+    finally:
+        engine.close()
+    assert len(steps) >= 3 and all(len(step) == 3 for step in steps)
+    for i, n in enumerate(tokens):
+        assert 60 <= n <= 64
+        chunks = [step[i] for step in steps]
+        # The first chunk was made from the first 24 tokens, before the rest existed.
+        assert 0 < chunks[0].size <= SAMPLES_PER_TOKEN * 24
+        assert sum(c.size for c in chunks) == SAMPLES_PER_TOKEN * n - SAMPLES_PER_TOKEN // 2
+        assert all(c.dtype == np.float32 and np.isfinite(c).all() for c in chunks)

@@ -87,6 +87,24 @@ def test_chattts_service_over_http(checkpoint):
             )
         assert [r[0] for r in results] == [200] * 4
         assert metric(service.url, "tts_batch_size_count") - batches_before < 4
+
+        # Streamed requests: chunked audio, batched with each other, time to first audio measured.
+        batches_before = metric(service.url, "tts_batch_size_count")
+        with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
+            streams = list(
+                pool.map(
+                    lambda t: post(
+                        service.url,
+                        "/v1/audio/speech",
+                        {"input": t, "response_format": "pcm", "stream": True},
+                    ),
+                    ["你好", "再见", "谢谢"],
+                )
+            )
+        assert [s[0] for s in streams] == [200] * 3
+        assert all(s[1].get("Transfer-Encoding") == "chunked" and len(s[2]) > 0 for s in streams)
+        assert metric(service.url, "tts_batch_size_count") - batches_before < 3
+        assert metric(service.url, "tts_time_to_first_audio_seconds_count") == 3
     log = service.output()
     assert log.index("warmed up") < log.index("ready: engine=chattts")
 

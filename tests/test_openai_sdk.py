@@ -37,6 +37,20 @@ def test_openai_sdk_default_format_and_streaming_response(service):
     assert len(body) > 1000
 
 
+def test_openai_sdk_reads_a_real_stream_chunk_by_chunk(service):
+    client = openai.OpenAI(base_url=service.url + "/v1", api_key="unused", max_retries=0)
+    with client.audio.speech.with_streaming_response.create(
+        model="tts-1",
+        voice="nova",
+        input="Hello! 你好！ This is streamed.",
+        response_format="pcm",
+        extra_body={"stream": True},
+    ) as response:
+        assert response.headers["transfer-encoding"] == "chunked"
+        chunks = [chunk for chunk in response.iter_bytes() if chunk]
+    assert len(chunks) >= 1 and sum(len(c) for c in chunks) / 2 / 24_000 > 1.0
+
+
 def test_openai_sdk_sees_errors_as_bad_request(service):
     client = openai.OpenAI(base_url=service.url + "/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.BadRequestError) as excinfo:

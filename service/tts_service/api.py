@@ -43,7 +43,54 @@ def _service(request: web.Request) -> SpeechService:
     return request.app[SERVICE]
 
 
-async def _respond_with_audio(request: web.Request, speech: SpeechRequest) -> web.Response:
+async def _stream_audio(request: web.Request, speech: SpeechRequest) -> web.StreamResponse:
+    """A chunked response written as the engine makes the audio.
+
+    The first chunk is awaited before anything is sent, so an error up to then is an
+    ordinary JSON error response.  An error after audio went out cannot change the status
+    any more: the connection is closed without the final chunk, which HTTP clients report
+    as an incomplete response rather than mistaking a truncated clip for a whole one.
+    """
+    service = _service(request)
+    stream = await service.stream(speech)
+    first = await anext(stream.chunks)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": CONTENT_TYPES[speech.response_format],
+            "X-TTS-Model": speech.model,
+            "X-TTS-Engine": service.engine.name,
+            "X-TTS-Voice": stream.voice,
+            "X-TTS-Sample-Rate": str(service.engine.sample_rate),
+        }
+    )
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    await response.write(first)
+    try:
+        async for data in stream.chunks:
+            if data:
+                await response.write(data)
+    except TTSError as exc:
+        log.warning("%s %s: stream ended early: %s %s", request.method, request.path, exc.code, exc.message)
+        if request.transport is not None:
+            request.transport.abort()
+        raise StreamAborted(response, exc) from exc
+    await response.write_eof()
+    return response
+
+
+class StreamAborted(Exception):
+    """A streamed response failed after it started; the connection was closed."""
+
+    def __init__(self, response: web.StreamResponse, error: TTSError) -> None:
+        super().__init__(error.message)
+        self.response = response
+        self.error = error
+
+
+async def _respond_with_audio(request: web.Request, speech: SpeechRequest) -> web.StreamResponse:
+    if speech.stream:
+        return await _stream_audio(request, speech)
     service = _service(request)
     result = await service.synthesize(speech)
     return web.Response(
@@ -161,6 +208,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """The one place exceptions become HTTP responses."""
     try:
         return await handler(request)
+    except StreamAborted as aborted:
+        _count_failure(request.app[SERVICE], aborted.error)  # the status line was already 200
+        return aborted.response
     except TTSError as error:
         failure = error
     except web.HTTPException as exc:

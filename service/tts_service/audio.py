@@ -74,3 +74,63 @@ _ENCODERS: dict[str, Callable[[np.ndarray, int], bytes]] = {
 def encode(samples: np.ndarray, sample_rate: int, fmt: str) -> bytes:
     """Encode ``samples`` as ``fmt`` (one of :data:`FORMATS`)."""
     return _ENCODERS[fmt](samples, sample_rate)
+
+
+# -- streaming ---------------------------------------------------------------------------
+
+STREAM_FORMATS: tuple[str, ...] = ("mp3", "wav", "pcm")  # flac needs the whole signal up front
+WAV_UNKNOWN_SIZE = 0xFFFFFFFF  # the streaming-WAV convention for "data until the connection ends"
+
+
+class StreamEncoder:
+    """Encodes audio chunk by chunk for a streamed (chunked) HTTP response.
+
+    ``wav`` starts with a RIFF header whose sizes say "unknown" (0xFFFFFFFF), as streaming
+    servers (OpenAI's included) do; ``mp3`` keeps one LAME encoder across chunks so the
+    frames join seamlessly; ``pcm`` is the raw samples.
+    """
+
+    def __init__(self, fmt: str, sample_rate: int) -> None:
+        if fmt not in STREAM_FORMATS:
+            raise ValueError(f"{fmt} cannot be streamed")
+        self.fmt = fmt
+        self.sample_rate = sample_rate
+        self._started = False
+        self._mp3 = None
+        if fmt == "mp3":
+            import lameenc
+
+            self._mp3 = lameenc.Encoder()
+            self._mp3.set_bit_rate(MP3_BITRATE_KBPS)
+            self._mp3.set_in_sample_rate(sample_rate)
+            self._mp3.set_channels(1)
+            self._mp3.set_quality(5)
+
+    def header(self) -> bytes:
+        if self.fmt != "wav":
+            return b""
+        byte_rate = self.sample_rate * 2
+        return (
+            b"RIFF" + WAV_UNKNOWN_SIZE.to_bytes(4, "little") + b"WAVE"
+            + b"fmt " + (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
+            + self.sample_rate.to_bytes(4, "little") + byte_rate.to_bytes(4, "little")
+            + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+            + b"data" + WAV_UNKNOWN_SIZE.to_bytes(4, "little")
+        )  # fmt: skip
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        """Bytes for the next chunk (the WAV header is prepended to the first one)."""
+        pcm = to_int16(samples).tobytes()
+        body = bytes(self._mp3.encode(pcm)) if self._mp3 is not None else pcm
+        if not self._started:
+            self._started = True
+            return self.header() + body
+        return body
+
+    def finish(self) -> bytes:
+        """What is left to send after the last chunk."""
+        tail = self.header() if not self._started else b""
+        self._started = True
+        if self._mp3 is not None:
+            tail += bytes(self._mp3.flush())
+        return tail

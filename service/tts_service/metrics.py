@@ -36,6 +36,7 @@ METRIC_NAMES = (
     "tts_queue_depth",
     "tts_inflight_requests",
     "tts_inference_duration_seconds",
+    "tts_time_to_first_audio_seconds",
     "tts_audio_seconds_total",
     "tts_rejected_total",
     "tts_engine_errors_total",
@@ -82,6 +83,12 @@ class Metrics:
         self.inference_duration = Histogram(
             "tts_inference_duration_seconds",
             "Wall time of one engine call (one batch).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.time_to_first_audio = Histogram(
+            "tts_time_to_first_audio_seconds",
+            "Streamed requests: arrival to the first audio chunk.",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

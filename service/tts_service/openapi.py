@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import __version__
-from .audio import CONTENT_TYPES, FORMATS
+from .audio import CONTENT_TYPES, FORMATS, STREAM_FORMATS
 from .settings import Settings
 from .speech_request import DEFAULT_MODEL, MAX_SPEED, MIN_SPEED, MODEL_PATTERN
 
@@ -37,7 +37,7 @@ def _error_responses(*statuses: int) -> dict[str, Any]:
 
 
 # Input must contain something visible: only white space or control characters is a 400.
-VISIBLE = "[!-~\u00a1-\u00ff\u4e00-\u9fff]"
+VISIBLE = "[!-~\u00a1-\u00ac\u00ae-\u00ff\u4e00-\u9fff]"  # \u00ad (soft hyphen) is a format character
 
 
 def _speech_body(
@@ -54,15 +54,30 @@ def _speech_body(
             "minLength": 1,
             "maxLength": settings.max_input_chars,
             "pattern": VISIBLE,
-            "description": "The text to speak (zh and en are normalized: numbers, dates, units).",
+            "description": "The text to speak (zh and en are normalized: numbers, dates, units). It must "
+            "contain something to speak: text of only white space, control or format characters is a 400 "
+            "(the pattern is a conservative approximation of that rule).",
         },
         "voice": {
-            "type": "string",
-            "enum": ["", *voices],
-            "description": "A voice id, an OpenAI voice name, or empty to choose by the text's script.",
+            "anyOf": [
+                {"type": "string", "enum": ["", *voices]},
+                {
+                    "type": "object",
+                    "required": ["id"],
+                    "properties": {"id": {"type": "string", "enum": ["", *voices]}},
+                },
+            ],
+            "description": "A voice id or an OpenAI voice name (case-insensitive), or empty to choose "
+            'automatically; also OpenAI\'s object form {"id": "..."}.',
         },
         format_field: {"type": "string", "enum": list(FORMATS), "default": default_format},
         "speed": {"type": "number", "minimum": MIN_SPEED, "maximum": MAX_SPEED, "default": 1.0},
+        "stream": {
+            "type": "boolean",
+            "default": False,
+            "description": "Send the audio as it is made (chunked; X-TTS-Audio-Seconds is then absent). "
+            f"Streamed formats: {', '.join(STREAM_FORMATS)}.",
+        },
         **extra,
     }
     # null is read as "not given" (as OpenAI's API does), so every optional field is nullable.
@@ -78,6 +93,17 @@ def _speech_body(
                     "required": [text_field],
                     "additionalProperties": False,
                     "properties": properties,
+                    # A streamed request (stream: true, or a stream_format) needs a streamable format.
+                    "anyOf": [
+                        {"properties": {format_field: {"type": "string", "enum": list(STREAM_FORMATS)}}},
+                        {
+                            "properties": {"stream": {"type": "boolean", "enum": [False], "nullable": True}},
+                            "not": {
+                                "required": ["stream_format"],
+                                "properties": {"stream_format": {"type": "string"}},
+                            },
+                        },
+                    ],
                 }
             }
         },

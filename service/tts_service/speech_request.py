@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .audio import FORMATS
+from .audio import FORMATS, STREAM_FORMATS
 from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 from .settings import Settings
 from .text_normalization import clean_text
@@ -28,8 +28,10 @@ DEFAULT_MODEL = "tts-1"
 # X-TTS-Model response header, so it is held to a header-safe identifier.
 MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$"
 _MODEL_RE = re.compile(MODEL_PATTERN)
-OPENAI_FIELDS = ("model", "input", "voice", "response_format", "speed", "instructions", "stream_format")
-TTS_FIELDS = ("text", "voice", "format", "speed")
+OPENAI_FIELDS = (
+    "model", "input", "voice", "response_format", "speed", "instructions", "stream_format", "stream"
+)  # fmt: skip
+TTS_FIELDS = ("text", "voice", "format", "speed", "stream")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class SpeechRequest:
     response_format: str
     speed: float = 1.0
     model: str = DEFAULT_MODEL
+    stream: bool = False
 
 
 async def read_json_object(request: web.Request, settings: Settings) -> dict[str, Any]:
@@ -87,24 +90,49 @@ def parse_openai_speech(body: dict[str, Any], settings: Settings) -> SpeechReque
         raise InvalidRequest(
             f"stream_format {stream_format!r} is not supported: only 'audio' is", param="stream_format"
         )
+    # Asking for a stream format, or stream: true, asks for the audio as it is made.
+    stream = _stream(body) or stream_format == "audio"
+    response_format = _format(body, "response_format", default="mp3")
     return SpeechRequest(
         text=_text(body, "input", settings),
         voice=_voice(body),
-        response_format=_format(body, "response_format", default="mp3"),
+        response_format=_streamable(response_format, stream, "response_format"),
         speed=_speed(body),
         model=model,
+        stream=stream,
     )
 
 
 def parse_tts(body: dict[str, Any], settings: Settings) -> SpeechRequest:
     """Validate a ``POST /tts`` body: ``{"text", "voice", "format", "speed"}``."""
     _reject_unknown(body, TTS_FIELDS)
+    stream = _stream(body)
     return SpeechRequest(
         text=_text(body, "text", settings),
         voice=_voice(body),
-        response_format=_format(body, "format", default="wav"),
+        response_format=_streamable(_format(body, "format", default="wav"), stream, "format"),
         speed=_speed(body),
+        stream=stream,
     )
+
+
+def _stream(body: dict[str, Any]) -> bool:
+    value = body.get("stream")
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"stream must be true or false, got {_json_type(value)}", param="stream")
+    return value
+
+
+def _streamable(response_format: str, stream: bool, param: str) -> str:
+    if stream and response_format not in STREAM_FORMATS:
+        raise InvalidRequest(
+            f"{response_format} cannot be streamed (it needs the whole signal first); "
+            f"streamed formats: {', '.join(STREAM_FORMATS)}",
+            param=param,
+        )
+    return response_format
 
 
 def _json_type(value: Any) -> str:

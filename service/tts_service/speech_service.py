@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import __version__
-from .audio import encode
+from .audio import StreamEncoder, encode
 from .auth import Authenticator, load_api_keys
 from .batcher import DynamicBatcher
 from .engines import Engine, SynthesisItem, create_engine
@@ -48,6 +50,18 @@ class SpeechResult:
     audio_seconds: float
 
 
+@dataclass
+class SpeechStream:
+    """A streamed synthesis: the voice used, and the encoded chunks as they are made.
+
+    Iterating ``chunks`` raises the request's error (a :class:`TTSError`) if it fails;
+    before the first chunk that can still become an ordinary error response.
+    """
+
+    voice: str
+    chunks: AsyncIterator[bytes]
+
+
 class SpeechService:
     """Owns the pipeline; one per process (or per test)."""
 
@@ -63,7 +77,8 @@ class SpeechService:
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queue_size=settings.max_queue_size,
             default_timeout_s=settings.request_timeout_s,
-            key=self.engine.batch_key,
+            # Streamed items run through a different engine call: never in a batch with others.
+            key=lambda item: (item.sink is not None, self.engine.batch_key(item)),
             observer=self.metrics,
         )
         self.metrics.track_queue_depth(lambda: self.batcher.queue_depth)
@@ -103,10 +118,7 @@ class SpeechService:
 
     async def synthesize(self, request: SpeechRequest) -> SpeechResult:
         """Queue ``request`` for the engine and encode its audio."""
-        if self.state in (State.DRAINING, State.STOPPED):
-            raise Draining("the service is shutting down and takes no new requests")
-        if self.state is not State.READY:
-            raise NotReady(f"the service is {self.state.value}, not ready yet", retry_after_s=5)
+        self._check_accepting()
         voice = self.engine.resolve_voice(request.voice, request.text)
         item = SynthesisItem(text=request.text, voice=voice, speed=request.speed)
         audio = await self.batcher.infer(item)
@@ -114,6 +126,60 @@ class SpeechService:
             self._encoder, encode, audio, self.engine.sample_rate, request.response_format
         )
         return SpeechResult(body, request.response_format, voice.id, audio.size / self.engine.sample_rate)
+
+    async def stream(self, request: SpeechRequest) -> SpeechStream:
+        """Queue ``request`` as a streamed synthesis; its audio arrives chunk by chunk."""
+        arrived = time.perf_counter()
+        self._check_accepting()
+        voice = self.engine.resolve_voice(request.voice, request.text)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[np.ndarray] = asyncio.Queue()
+
+        def sink(chunk: np.ndarray) -> None:  # called on the worker thread
+            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+
+        item = SynthesisItem(text=request.text, voice=voice, speed=request.speed, sink=sink)
+        task = loop.create_task(self.batcher.infer(item))
+        await asyncio.sleep(0)  # let infer() submit now, so a full queue is reported at once
+        if task.done():
+            task.result()
+        encoder = StreamEncoder(request.response_format, self.engine.sample_rate)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            first = True
+            try:
+                while True:
+                    getter = loop.create_task(queue.get())
+                    await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                    finished = not getter.done()  # the batch ended and no chunk is waiting
+                    if finished:
+                        getter.cancel()
+                        # The worker posted every chunk before the batch's result: drain them.
+                        pending = [queue.get_nowait() for _ in range(queue.qsize())]
+                    else:
+                        pending = [getter.result()]
+                    for chunk in pending:
+                        if first:
+                            self.metrics.time_to_first_audio.observe(time.perf_counter() - arrived)
+                            first = False
+                        yield await loop.run_in_executor(self._encoder, encoder.encode, chunk)
+                    if finished:
+                        outcome = task.result()  # raises the request's error
+                        if isinstance(outcome, BaseException):
+                            raise outcome
+                        yield encoder.finish()
+                        return
+            finally:
+                if not task.done():
+                    task.cancel()
+
+        return SpeechStream(voice.id, chunks())
+
+    def _check_accepting(self) -> None:
+        if self.state in (State.DRAINING, State.STOPPED):
+            raise Draining("the service is shutting down and takes no new requests")
+        if self.state is not State.READY:
+            raise NotReady(f"the service is {self.state.value}, not ready yet", retry_after_s=5)
 
     async def drain(self) -> None:
         """Stop taking requests and finish the queued and in-flight ones (bounded in time)."""

@@ -48,9 +48,56 @@ class InferenceWorker:
             log.info("engine %s warmed up in %.2fs", self.engine.name, time.perf_counter() - loaded)
         return loaded - started, time.perf_counter() - loaded
 
-    async def synthesize(self, items: list[SynthesisItem]) -> list[np.ndarray | TTSError]:
-        """The batcher's ``process``: one engine call on the worker thread."""
+    async def synthesize(self, items: list[SynthesisItem]) -> list[np.ndarray | TTSError | int]:
+        """The batcher's ``process``: one engine call on the worker thread.
+
+        A batch of streamed items (they carry a ``sink``; the batcher never mixes them with
+        others) is fed to their sinks chunk by chunk; each item's result is then its
+        number of samples instead of its audio.
+        """
+        if items and items[0].sink is not None:
+            return await self._run(self._stream_checked, items)
         return await self._run(self._synthesize_checked, items)
+
+    def _stream_checked(self, items: Sequence[SynthesisItem]) -> list[int | TTSError]:
+        """Run ``engine.synthesize_stream`` and pass each item's chunks to its sink.
+
+        Before any chunk has gone out a failure is raised (the batcher may retry the batch
+        in halves; nothing is duplicated).  After that a failure can only end the streams:
+        every unfinished item gets the error.  A malformed chunk fails its own item only.
+        """
+        started = time.perf_counter()
+        totals: list[int | TTSError] = [0] * len(items)
+        emitted = False
+        try:
+            for chunks in self.engine.synthesize_stream(items):
+                if len(chunks) != len(items):
+                    raise EngineError(f"the engine streamed {len(chunks)} chunks for {len(items)} items")
+                for i, (item, chunk) in enumerate(zip(items, chunks, strict=True)):
+                    if isinstance(totals[i], TTSError) or chunk.size == 0:
+                        continue
+                    checked = self._check(chunk)
+                    if isinstance(checked, TTSError):
+                        totals[i] = checked
+                        continue
+                    assert item.sink is not None
+                    item.sink(checked)
+                    totals[i] += checked.size  # type: ignore[operator]
+                    emitted = True
+        except Exception as exc:
+            error = (
+                exc
+                if isinstance(exc, TTSError)
+                else EngineError(f"synthesis failed: {type(exc).__name__}: {exc}")
+            )
+            if not emitted:
+                raise error from exc
+            log.warning("streamed batch of %d failed after audio was sent: %s", len(items), error)
+            return [t if isinstance(t, TTSError) else error for t in totals]
+        finally:
+            if self._metrics is not None:
+                self._metrics.inference_duration.observe(time.perf_counter() - started)
+        return totals
 
     def _synthesize_checked(self, items: Sequence[SynthesisItem]) -> list[np.ndarray | TTSError]:
         started = time.perf_counter()

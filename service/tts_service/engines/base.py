@@ -9,8 +9,8 @@ are called on the event loop and must therefore be cheap and touch only immutabl
 from __future__ import annotations
 
 import abc
-from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -60,6 +60,8 @@ class SynthesisItem:
     text: str
     voice: ResolvedVoice
     speed: float = 1.0
+    # Set for a streamed request: called (from the worker thread) with each audio chunk.
+    sink: Callable[[np.ndarray], None] | None = field(default=None, compare=False, repr=False)
 
 
 class Engine(abc.ABC):
@@ -97,6 +99,14 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
         """One float32 mono 24 kHz array per item, in the order given."""
+
+    def synthesize_stream(self, items: Sequence[SynthesisItem]) -> Iterator[list[np.ndarray]]:
+        """Audio as it is made: each step yields one (possibly empty) chunk per item, in order.
+
+        Concatenating an item's chunks gives its whole audio.  The default makes it all at
+        once; engines that can do better yield earlier.
+        """
+        yield self.synthesize(items)
 
     def interrupt(self) -> None:
         """Ask a running ``synthesize`` to stop early (shutdown after the drain timeout).

@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,8 @@ TOKENS_PER_SECOND = 24_000 / SAMPLES_PER_TOKEN  # 46.875
 # second of speech ~ 10 tokens each; English less), plus a floor for very short inputs.
 TOKENS_PER_CHAR = 12
 MIN_TOKEN_BUDGET = 48
+# Streaming: samples of the last tokens are held back until more tokens (or the end) arrive.
+STREAM_HOLDBACK_TOKENS = 2
 
 
 def speed_prompt(speed: float) -> str:
@@ -225,7 +227,8 @@ class ChatTTSEngine(Engine):
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
         return self._generate(items)
 
-    def _generate(self, items: Sequence[SynthesisItem], max_new_token: int | None = None) -> list[np.ndarray]:
+    def _prepare(self, items: Sequence[SynthesisItem], max_new_token: int | None):
+        """Texts (refined if enabled) and fresh InferCodeParams for one batch."""
         import torch
         from ChatTTS import Chat
 
@@ -235,39 +238,90 @@ class ChatTTSEngine(Engine):
         budget = max_new_token or token_budget(texts, first.speed, self._settings.max_new_tokens)
         s = self._settings
         chat.context.set(False)  # clear an interrupt() from an earlier shutdown attempt
-        with torch.inference_mode():
-            if s.refine_text:
+        if s.refine_text:
+            with torch.inference_mode():
                 refine = Chat.RefineTextParams(show_tqdm=False, max_new_token=max(64, budget // 4))
                 refined = chat._refine_text(texts, chat.device, refine)
                 tokens = [ids[ids.less(chat.tokenizer.break_0_ids)] for ids in refined.ids]
                 texts = chat.tokenizer.decode(tokens)
                 refined.destroy()
-            params = Chat.InferCodeParams(
-                prompt=speed_prompt(first.speed),
-                spk_emb=self._embeddings[first.voice.id],
-                temperature=s.temperature,
-                top_P=s.top_p,
-                top_K=s.top_k,
-                max_new_token=budget,
-                show_tqdm=False,
-                **self._infer_overrides,
-            )
-            result = next(chat._infer_code(texts, False, chat.device, True, params))
-            lengths = [int(h.size(0)) for h in result.hiddens]
-            wavs = chat._decode_to_wavs(result.hiddens, True)
-            result.destroy()
-        width = wavs.shape[1]
-        longest = max(lengths)
-        rows = [
-            np.ascontiguousarray(
-                wavs[i, : max(0, width - SAMPLES_PER_TOKEN * (longest - n))], dtype=np.float32
-            )
-            for i, n in enumerate(lengths)
-        ]
-        self.last_batch = BatchStats(
-            len(items), lengths, budget, sum(r.size for r in rows) / self.sample_rate
+        params = Chat.InferCodeParams(
+            prompt=speed_prompt(first.speed),
+            spk_emb=self._embeddings[first.voice.id],
+            temperature=s.temperature,
+            top_P=s.top_p,
+            top_K=s.top_k,
+            max_new_token=budget,
+            show_tqdm=False,
+            **self._infer_overrides,
         )
+        return chat, texts, params
+
+    def _decode(self, chat, result) -> tuple[np.ndarray, list[int]]:
+        """Decode a generation result: the padded batch and each row's own token count."""
+        lengths = [int(h.size(0)) for h in result.hiddens]
+        wavs = chat._decode_to_wavs(result.hiddens, True)
+        result.destroy()
+        return wavs, lengths
+
+    @staticmethod
+    def _row_samples(width: int, lengths: list[int], i: int) -> int:
+        """Samples that belong to row ``i`` of a batch decoded ``width`` samples wide."""
+        return max(0, width - SAMPLES_PER_TOKEN * (max(lengths) - lengths[i]))
+
+    def _generate(self, items: Sequence[SynthesisItem], max_new_token: int | None = None) -> list[np.ndarray]:
+        import torch
+
+        chat, texts, params = self._prepare(items, max_new_token)
+        with torch.inference_mode():
+            result = next(chat._infer_code(texts, False, chat.device, True, params))
+            wavs, lengths = self._decode(chat, result)
+        rows = [
+            np.ascontiguousarray(wavs[i, : self._row_samples(wavs.shape[1], lengths, i)], dtype=np.float32)
+            for i in range(len(lengths))
+        ]
+        self._record(len(items), lengths, params.max_new_token, rows)
         return rows
+
+    def synthesize_stream(self, items: Sequence[SynthesisItem]) -> Iterator[list[np.ndarray]]:
+        """Chunks as ChatTTS generates (every ``stream_batch`` = 24 tokens, ~0.5 s of audio).
+
+        Each step decodes every row's tokens so far and sends what is new, holding back the
+        last :data:`STREAM_HOLDBACK_TOKENS` tokens' worth of samples, which the next tokens
+        still change (decoder and vocoder context); the final step sends the rest.  An
+        item's chunks add up to exactly what :meth:`synthesize` would return for it.
+        """
+        import torch
+
+        chat, texts, params = self._prepare(items, None)
+        sent = [0] * len(items)
+        wavs, lengths = np.zeros((len(items), 0), dtype=np.float32), [0] * len(items)
+        with torch.inference_mode():
+            for result in chat._infer_code(texts, True, chat.device, True, params):
+                wavs, lengths = self._decode(chat, result)
+                ready = [
+                    max(
+                        sent[i],
+                        self._row_samples(wavs.shape[1], lengths, i)
+                        - STREAM_HOLDBACK_TOKENS * SAMPLES_PER_TOKEN,
+                    )
+                    for i in range(len(items))
+                ]
+                yield [
+                    np.ascontiguousarray(wavs[i, sent[i] : ready[i]], dtype=np.float32)
+                    for i in range(len(items))
+                ]
+                sent = ready
+        ends = [self._row_samples(wavs.shape[1], lengths, i) for i in range(len(items))]
+        rows = [
+            np.ascontiguousarray(wavs[i, sent[i] : max(sent[i], ends[i])], dtype=np.float32)
+            for i in range(len(items))
+        ]
+        self._record(len(items), lengths, params.max_new_token, [np.zeros(e) for e in ends])
+        yield rows
+
+    def _record(self, size: int, lengths: list[int], budget: int, rows: list[np.ndarray]) -> None:
+        self.last_batch = BatchStats(size, lengths, budget, sum(r.size for r in rows) / self.sample_rate)
 
     def interrupt(self) -> None:
         if self._chat is not None:

@@ -50,7 +50,8 @@ def openai_aliases(names: list[str]) -> dict[str, str]:
 
 
 def resolve(requested: str, specs: dict[str, VoiceSpec], aliases: dict[str, str]) -> str:
-    name = requested.strip().lower()
+    """The voice ``requested`` names; case-insensitive, not trimmed (" alloy" is not a voice)."""
+    name = requested.lower()
     if name in specs:
         return name
     if name in aliases:

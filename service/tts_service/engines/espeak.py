@@ -8,12 +8,13 @@ eSpeak makes 22 050 Hz audio; it is resampled to the service's 24 kHz with soxr.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from ..errors import UnknownVoice
-from ..text_normalization import Language, TextNormalizer, detect_language
+from ..text_normalization import Language, TextNormalizer, detect_language, split_sentences
 from .base import OPENAI_VOICE_NAMES, Engine, ResolvedVoice, SynthesisItem, VoiceInfo
 from .espeak_library import DEFAULT_RATE_WPM, EspeakLibrary
 
@@ -69,7 +70,8 @@ class EspeakEngine(Engine):
         return {name: f"<language by script>+{variant}" for name, variant in OPENAI_ALIASES.items()}
 
     def resolve_voice(self, requested: str | None, text: str) -> ResolvedVoice:
-        name = (requested or self._default_voice or "").strip().lower()
+        # Names match case-insensitively, but are not trimmed: " alloy" is not a voice.
+        name = requested.lower() if requested else self._default_voice.strip().lower()
         if not name:
             language = detect_language(text)
             return ResolvedVoice(VOICE_FOR_LANGUAGE[language], language)
@@ -93,6 +95,17 @@ class EspeakEngine(Engine):
 
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
         return [self._synthesize_one(item) for item in items]
+
+    def synthesize_stream(self, items: Sequence[SynthesisItem]) -> Iterator[list[np.ndarray]]:
+        """Sentence by sentence: step k carries each item's k-th sentence (empty when done)."""
+        sentences = [split_sentences(item.text) or [item.text] for item in items]
+        for step in range(max(len(s) for s in sentences)):
+            yield [
+                self._synthesize_one(replace(item, text=parts[step]))
+                if step < len(parts)
+                else np.zeros(0, dtype=np.float32)
+                for item, parts in zip(items, sentences, strict=True)
+            ]
 
     def _synthesize_one(self, item: SynthesisItem) -> np.ndarray:
         import soxr
