@@ -414,3 +414,17 @@ async def test_deadline_is_504(make_client):
     )
     error = await assert_error(response, 504, contains="deadline")
     assert error["code"] == "deadline_exceeded"
+
+
+async def test_accelerator_memory_is_exported_after_each_call(aiohttp_client):
+    class OnAnAccelerator(EspeakEngine):
+        def device_memory(self):
+            return 123_000_000, 456_000_000
+
+    service = SpeechService(Settings(), OnAnAccelerator())
+    client = await aiohttp_client(create_app(service.settings, service))
+    await asyncio.wait_for(service.wait_ready(), 30)
+    assert (await client.post(SPEECH, json={"input": "hi", "response_format": "pcm"})).status == 200
+    samples = await scrape(client)
+    assert metric(samples, "tts_cuda_memory_allocated_bytes") == 123_000_000
+    assert metric(samples, "tts_cuda_memory_reserved_bytes") == 456_000_000

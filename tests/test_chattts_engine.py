@@ -334,3 +334,7 @@ def test_streaming_yields_ordered_chunks_that_add_up_to_each_rows_audio(checkpoi
         assert 0 < chunks[0].size <= SAMPLES_PER_TOKEN * 24
         assert sum(c.size for c in chunks) == SAMPLES_PER_TOKEN * n - SAMPLES_PER_TOKEN // 2
         assert all(c.dtype == np.float32 and np.isfinite(c).all() for c in chunks)
+
+
+def test_no_cuda_memory_is_reported_on_a_cpu(engine):
+    assert engine.device.type == "cpu" and engine.device_memory() is None

@@ -37,6 +37,8 @@ METRIC_NAMES = (
     "tts_inflight_requests",
     "tts_inference_duration_seconds",
     "tts_time_to_first_audio_seconds",
+    "tts_cuda_memory_allocated_bytes",
+    "tts_cuda_memory_reserved_bytes",
     "tts_audio_seconds_total",
     "tts_rejected_total",
     "tts_engine_errors_total",
@@ -84,6 +86,16 @@ class Metrics:
             "tts_inference_duration_seconds",
             "Wall time of one engine call (one batch).",
             buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.device_memory_allocated = Gauge(
+            "tts_cuda_memory_allocated_bytes",
+            "CUDA memory in use by tensors after the last engine call (0 on a CPU).",
+            registry=r,
+        )
+        self.device_memory_reserved = Gauge(
+            "tts_cuda_memory_reserved_bytes",
+            "CUDA memory held by torch's caching allocator after the last engine call (0 on a CPU).",
             registry=r,
         )
         self.time_to_first_audio = Histogram(

@@ -95,9 +95,17 @@ class InferenceWorker:
             log.warning("streamed batch of %d failed after audio was sent: %s", len(items), error)
             return [t if isinstance(t, TTSError) else error for t in totals]
         finally:
-            if self._metrics is not None:
-                self._metrics.inference_duration.observe(time.perf_counter() - started)
+            self._observe(time.perf_counter() - started)
         return totals
+
+    def _observe(self, seconds: float) -> None:
+        if self._metrics is None:
+            return
+        self._metrics.inference_duration.observe(seconds)
+        memory = self.engine.device_memory()
+        if memory is not None:
+            self._metrics.device_memory_allocated.set(memory[0])
+            self._metrics.device_memory_reserved.set(memory[1])
 
     def _synthesize_checked(self, items: Sequence[SynthesisItem]) -> list[np.ndarray | TTSError]:
         started = time.perf_counter()
@@ -108,8 +116,7 @@ class InferenceWorker:
         except Exception as exc:
             raise EngineError(f"synthesis failed: {type(exc).__name__}: {exc}") from exc
         finally:
-            if self._metrics is not None:
-                self._metrics.inference_duration.observe(time.perf_counter() - started)
+            self._observe(time.perf_counter() - started)
         if len(arrays) != len(items):
             # The batcher retries the items one by one after this.
             raise EngineError(f"the engine returned {len(arrays)} results for {len(items)} items")

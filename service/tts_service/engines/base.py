@@ -108,6 +108,10 @@ class Engine(abc.ABC):
         """
         yield self.synthesize(items)
 
+    def device_memory(self) -> tuple[int, int] | None:
+        """(allocated, reserved) bytes on the accelerator after the last call; None on a CPU."""
+        return None
+
     def interrupt(self) -> None:
         """Ask a running ``synthesize`` to stop early (shutdown after the drain timeout).
 

@@ -323,6 +323,14 @@ class ChatTTSEngine(Engine):
     def _record(self, size: int, lengths: list[int], budget: int, rows: list[np.ndarray]) -> None:
         self.last_batch = BatchStats(size, lengths, budget, sum(r.size for r in rows) / self.sample_rate)
 
+    def device_memory(self) -> tuple[int, int] | None:
+        """CUDA memory held by torch (exported as tts_cuda_memory_*_bytes); None on a CPU."""
+        if self.device is None or self.device.type != "cuda":
+            return None
+        import torch
+
+        return torch.cuda.memory_allocated(self.device), torch.cuda.memory_reserved(self.device)
+
     def interrupt(self) -> None:
         if self._chat is not None:
             self._chat.interrupt()  # sets a flag ChatTTS's generation loop checks per token
