@@ -143,6 +143,9 @@ def test_a_batch_of_n_texts_gives_n_arrays_each_trimmed_to_its_own_length(engine
         # for n tokens, 512 per token minus Vocos' half-hop.
         assert audio.size == SAMPLES_PER_TOKEN * n - SAMPLES_PER_TOKEN // 2
     assert engine.sample_rate == 24_000
+    stats = engine.last_batch  # what benchmarks read
+    assert stats.size == 4 and stats.seconds > 0
+    assert stats.audio_seconds == pytest.approx(sum(a.size for a in audios) / 24_000)
 
 
 def test_a_short_row_batched_with_a_long_one_comes_back_short(engine):

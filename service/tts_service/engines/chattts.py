@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,7 @@ class BatchStats:
     tokens: list[int] = field(default_factory=list)
     max_new_token: int = 0
     audio_seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the call (benchmarks compare batched and single calls)
 
 
 class ChatTTSEngine(Engine):
@@ -121,6 +123,7 @@ class ChatTTSEngine(Engine):
         self._holder = None
         self.device: Any = None
         self.last_batch = BatchStats()
+        self._started = 0.0
 
     # -- voices (event loop: cheap, immutable data only) ---------------------------------
 
@@ -272,6 +275,7 @@ class ChatTTSEngine(Engine):
     def _generate(self, items: Sequence[SynthesisItem], max_new_token: int | None = None) -> list[np.ndarray]:
         import torch
 
+        self._started = time.perf_counter()
         chat, texts, params = self._prepare(items, max_new_token)
         with torch.inference_mode():
             result = next(chat._infer_code(texts, False, chat.device, True, params))
@@ -293,6 +297,7 @@ class ChatTTSEngine(Engine):
         """
         import torch
 
+        self._started = time.perf_counter()
         chat, texts, params = self._prepare(items, None)
         sent = [0] * len(items)
         wavs, lengths = np.zeros((len(items), 0), dtype=np.float32), [0] * len(items)
@@ -321,7 +326,13 @@ class ChatTTSEngine(Engine):
         yield rows
 
     def _record(self, size: int, lengths: list[int], budget: int, rows: list[np.ndarray]) -> None:
-        self.last_batch = BatchStats(size, lengths, budget, sum(r.size for r in rows) / self.sample_rate)
+        self.last_batch = BatchStats(
+            size,
+            lengths,
+            budget,
+            sum(r.size for r in rows) / self.sample_rate,
+            time.perf_counter() - self._started,
+        )
 
     def device_memory(self) -> tuple[int, int] | None:
         """CUDA memory held by torch (exported as tts_cuda_memory_*_bytes); None on a CPU."""
