@@ -26,6 +26,7 @@ GPU_SPEC = {
     "model": {"pvc": {"claimName": "weights", "subPath": "asset"}, "compileCachePVC": "cache"},
     "batching": {"maxBatchSize": 16, "maxWaitMs": 25.5},
     "cuda": {"moduleLoading": "LAZY", "memoryPoolMB": 512},
+    "chattts": {"device": "cuda", "compile": True, "halfPrecision": True, "topK": 10, "verifyWeights": False},
     "nodeSelector": {"gpu": "t4"},
     "voices": {"narrator": {"seed": 1234}, "host": {"embedding": "speaker-embedding"}},
     "env": [{"name": "TTS_LOG_LEVEL", "value": "DEBUG"}, {"name": "EXTRA", "value": "1"}],
@@ -72,6 +73,13 @@ def test_env_is_written_through_the_service_settings():
     assert env["TORCH_CUDA_ARCH_LIST"] == "7.5;8.0;8.6" and env["CUDA_MODULE_LOADING"] == "LAZY"
     assert env["TORCHINDUCTOR_CACHE_DIR"] == "/cache" and env["EXTRA"] == "1"
     assert json.loads(settings.voices) == GPU_SPEC["voices"]
+    assert (settings.device, settings.compile, settings.half_precision, settings.top_k) == (
+        "cuda",
+        True,
+        True,
+        10,
+    )
+    assert settings.model_verify is False and settings.temperature == 0.3  # given vs defaulted
     # Every TTS_* variable the service knows is set, so a pod never relies on image defaults.
     assert set(Settings().to_env()) <= set(env)
 

@@ -16,7 +16,7 @@ from tts_operator.spec import (
     spec_schema,
     validate_spec,
 )
-from tts_service.settings import ENGINES, Settings
+from tts_service.settings import DEVICES, ENGINES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
@@ -53,6 +53,16 @@ def test_crd_defaults_match_the_service_settings():
     assert batching["maxQueue"]["default"] == defaults.max_queue_size
     assert batching["requestTimeoutSeconds"]["default"] == defaults.request_timeout_s
     assert schema["warmup"]["default"] == defaults.warmup
+    chattts = schema["chattts"]["properties"]
+    pairs = {
+        "device": "device", "compile": "compile", "halfPrecision": "half_precision", "refineText": "refine_text",
+        "torchThreads": "torch_threads", "verifyWeights": "model_verify", "maxNewTokens": "max_new_tokens",
+        "temperature": "temperature", "topP": "top_p", "topK": "top_k",
+    }  # fmt: skip
+    assert set(pairs) == set(chattts)
+    for crd_name, field_name in pairs.items():
+        assert chattts[crd_name]["default"] == getattr(defaults, field_name), crd_name
+    assert chattts["device"]["enum"] == list(DEVICES)
 
 
 def test_empty_spec_gets_all_defaults():

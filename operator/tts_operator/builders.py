@@ -59,6 +59,7 @@ def endpoint(name: str, namespace: str) -> str:
 def service_settings(spec: dict[str, Any]) -> Settings:
     """What the service container is configured with, derived from the spec."""
     batching = spec["batching"]
+    chattts = spec["chattts"]
     model = spec.get("model") or {}
     return Settings().replace(
         host="0.0.0.0",
@@ -72,6 +73,16 @@ def service_settings(spec: dict[str, Any]) -> Settings:
         # A model baked into the image is read where it lies; a volume is mounted at MODEL_MOUNT.
         model_dir=model.get("imagePath") or (MODEL_MOUNT if model else ""),
         cuda_memory_pool_mb=spec["cuda"]["memoryPoolMB"],
+        device=chattts["device"],
+        compile=chattts["compile"],
+        half_precision=chattts["halfPrecision"],
+        refine_text=chattts["refineText"],
+        torch_threads=chattts["torchThreads"],
+        model_verify=chattts["verifyWeights"],
+        max_new_tokens=chattts["maxNewTokens"],
+        temperature=float(chattts["temperature"]),
+        top_p=float(chattts["topP"]),
+        top_k=chattts["topK"],
         voices=json.dumps(spec["voices"], sort_keys=True) if spec.get("voices") else "",
     )
 
