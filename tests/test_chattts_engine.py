@@ -341,3 +341,24 @@ def test_streaming_yields_ordered_chunks_that_add_up_to_each_rows_audio(checkpoi
 
 def test_no_cuda_memory_is_reported_on_a_cpu(engine):
     assert engine.device.type == "cpu" and engine.device_memory() is None
+
+
+def test_interrupt_stops_a_running_generation_early(checkpoint):
+    """What shutdown does after the drain timeout: a long generation ends at the next token."""
+    engine = ChatTTSEngine(
+        settings_for(checkpoint, max_new_tokens=2048),
+        sha256_map=checkpoint["sha256"],
+        infer_overrides={"min_new_token": 2000},  # would run ~2000 tokens uninterrupted
+    )
+    engine.load()
+    try:
+        stream = engine.synthesize_stream(items_for(engine, ["一个很长的句子"]))
+        next(stream)  # generation is under way (24 tokens in)
+        engine.interrupt()  # from "another thread": only sets ChatTTS's flag
+        rest = list(stream)
+        assert engine.last_batch.tokens[0] < 100 and rest
+        # The flag does not leak into the next request.
+        engine.synthesize(items_for(engine, ["你好"]))
+        assert engine.last_batch.tokens[0] == engine.last_batch.max_new_token  # ran to its bound
+    finally:
+        engine.close()
