@@ -154,7 +154,11 @@ class ChatTTSEngine(Engine):
         geometry = chattts_model.load_geometry(s.chattts_config)
         torch.set_num_threads(s.torch_threads or container_cpus())
         self.device = self._device(torch)
-        chat = Chat(logging.getLogger("ChatTTS"))
+        # ChatTTS logs per token at DEBUG, and one of those calls ("%d" with a tensor of several
+        # rows) raises during a streamed batch; its logger stays at INFO whatever TTS_LOG_LEVEL says.
+        chattts_log = logging.getLogger("ChatTTS")
+        chattts_log.setLevel(max(logging.INFO, chattts_log.level))
+        chat = Chat(chattts_log)
         chat.config = chattts_model.fresh_config(Config(), geometry)
         official = self._sha256_map or chat.sha256_map
         chat.sha256_map = chattts_model.verify(asset, official, check_hashes=s.model_verify)
