@@ -69,18 +69,29 @@ class Point:
         return self.requests / self.seconds
 
     def pct(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+        return percentile(self.latencies, q)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` (nearest rank); NaN when there are none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+async def scrape_metrics(session: aiohttp.ClientSession, url: str, *names: str) -> list[float]:
+    """The values of unlabelled series ``names`` on the service's /metrics (0 when absent)."""
+    async with session.get(url + "/metrics") as response:
+        text = await response.text()
+    values = []
+    for name in names:
+        match = re.search(rf"^{name} (\S+)$", text, re.M)
+        values.append(float(match.group(1)) if match else 0.0)
+    return values
 
 
 async def scrape_batches(session: aiohttp.ClientSession, url: str) -> tuple[float, float]:
-    async with session.get(url + "/metrics") as response:
-        text = await response.text()
-    values = {}
-    for name in ("tts_batch_size_sum", "tts_batch_size_count"):
-        match = re.search(rf"^{name} (\S+)$", text, re.M)
-        values[name] = float(match.group(1)) if match else 0.0
-    return values["tts_batch_size_sum"], values["tts_batch_size_count"]
+    total, count = await scrape_metrics(session, url, "tts_batch_size_sum", "tts_batch_size_count")
+    return total, count
 
 
 async def run_point(url: str, label: str, concurrency: int, total: int, seed: int) -> Point:

@@ -36,7 +36,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from http_load import EN, ZH, Server, run_point  # noqa: E402
+from http_load import EN, ZH, Server, percentile, run_point, scrape_metrics  # noqa: E402
 
 SAMPLE_BYTES = 2  # pcm: 16-bit mono
 
@@ -59,8 +59,7 @@ class Burst:
     retry_after_missing: int = 0
 
     def pct(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+        return percentile(self.latencies, q)
 
 
 def rss_mb(pid: int) -> float:
@@ -135,11 +134,8 @@ class Drain:
 
 
 async def queue_depth(session: aiohttp.ClientSession, url: str) -> float:
-    async with session.get(url + "/metrics") as response:
-        for line in (await response.text()).splitlines():
-            if line.startswith("tts_queue_depth "):
-                return float(line.split()[1])
-    return 0.0
+    (depth,) = await scrape_metrics(session, url, "tts_queue_depth")
+    return depth
 
 
 async def drain(engine: str, queued: int) -> Drain:

@@ -43,6 +43,16 @@ def _service(request: web.Request) -> SpeechService:
     return request.app[SERVICE]
 
 
+def _audio_headers(service: SpeechService, speech: SpeechRequest, voice: str) -> dict[str, str]:
+    """What every audio response says about how it was made (streamed or not)."""
+    return {
+        "X-TTS-Model": speech.model,
+        "X-TTS-Engine": service.engine.name,
+        "X-TTS-Voice": voice,
+        "X-TTS-Sample-Rate": str(service.engine.sample_rate),
+    }
+
+
 async def _stream_audio(request: web.Request, speech: SpeechRequest) -> web.StreamResponse:
     """A chunked response written as the engine makes the audio.
 
@@ -57,10 +67,7 @@ async def _stream_audio(request: web.Request, speech: SpeechRequest) -> web.Stre
     response = web.StreamResponse(
         headers={
             "Content-Type": CONTENT_TYPES[speech.response_format],
-            "X-TTS-Model": speech.model,
-            "X-TTS-Engine": service.engine.name,
-            "X-TTS-Voice": stream.voice,
-            "X-TTS-Sample-Rate": str(service.engine.sample_rate),
+            **_audio_headers(service, speech, stream.voice),
         }
     )
     response.enable_chunked_encoding()
@@ -97,11 +104,8 @@ async def _respond_with_audio(request: web.Request, speech: SpeechRequest) -> we
         body=result.body,
         content_type=CONTENT_TYPES[result.response_format],
         headers={
-            "X-TTS-Model": speech.model,
-            "X-TTS-Engine": service.engine.name,
-            "X-TTS-Voice": result.voice,
+            **_audio_headers(service, speech, result.voice),
             "X-TTS-Audio-Seconds": f"{result.audio_seconds:.3f}",
-            "X-TTS-Sample-Rate": str(service.engine.sample_rate),
         },
     )
 

@@ -52,7 +52,8 @@ def encode_flac(samples: np.ndarray, sample_rate: int) -> bytes:
     return buffer.getvalue()
 
 
-def encode_mp3(samples: np.ndarray, sample_rate: int) -> bytes:
+def _mp3_encoder(sample_rate: int):
+    """A LAME encoder for mono 16-bit input at ``sample_rate`` (one per response)."""
     import lameenc
 
     encoder = lameenc.Encoder()
@@ -60,6 +61,11 @@ def encode_mp3(samples: np.ndarray, sample_rate: int) -> bytes:
     encoder.set_in_sample_rate(sample_rate)
     encoder.set_channels(1)
     encoder.set_quality(5)
+    return encoder
+
+
+def encode_mp3(samples: np.ndarray, sample_rate: int) -> bytes:
+    encoder = _mp3_encoder(sample_rate)
     return bytes(encoder.encode(to_int16(samples).tobytes()) + encoder.flush())
 
 
@@ -96,15 +102,7 @@ class StreamEncoder:
         self.fmt = fmt
         self.sample_rate = sample_rate
         self._started = False
-        self._mp3 = None
-        if fmt == "mp3":
-            import lameenc
-
-            self._mp3 = lameenc.Encoder()
-            self._mp3.set_bit_rate(MP3_BITRATE_KBPS)
-            self._mp3.set_in_sample_rate(sample_rate)
-            self._mp3.set_channels(1)
-            self._mp3.set_quality(5)
+        self._mp3 = _mp3_encoder(sample_rate) if fmt == "mp3" else None
 
     def header(self) -> bytes:
         if self.fmt != "wav":

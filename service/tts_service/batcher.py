@@ -132,7 +132,10 @@ class DynamicBatcher(Generic[T, R]):
 
     async def infer(self, item: T, timeout_s: float | None = None) -> R:
         """Submit ``item`` and wait for its result until its deadline."""
-        entry = self.submit(item, timeout_s)
+        return await self.result(self.submit(item, timeout_s))
+
+    async def result(self, entry: _Entry[T, R]) -> R:
+        """Wait for a submitted item's result until its deadline; cancelling drops the item."""
         remaining = entry.deadline - asyncio.get_running_loop().time()
         try:
             return await asyncio.wait_for(asyncio.shield(entry.future), remaining)

@@ -139,10 +139,8 @@ class SpeechService:
             loop.call_soon_threadsafe(queue.put_nowait, chunk)
 
         item = SynthesisItem(text=request.text, voice=voice, speed=request.speed, sink=sink)
-        task = loop.create_task(self.batcher.infer(item))
-        await asyncio.sleep(0)  # let infer() submit now, so a full queue is reported at once
-        if task.done():
-            task.result()
+        entry = self.batcher.submit(item)  # a full queue is reported here, before any response
+        task = loop.create_task(self.batcher.result(entry))
         encoder = StreamEncoder(request.response_format, self.engine.sample_rate)
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -164,9 +162,7 @@ class SpeechService:
                             first = False
                         yield await loop.run_in_executor(self._encoder, encoder.encode, chunk)
                     if finished:
-                        outcome = task.result()  # raises the request's error
-                        if isinstance(outcome, BaseException):
-                            raise outcome
+                        task.result()  # raises the request's error
                         yield encoder.finish()
                         return
             finally:

@@ -85,11 +85,7 @@ class InferenceWorker:
                     totals[i] += checked.size  # type: ignore[operator]
                     emitted = True
         except Exception as exc:
-            error = (
-                exc
-                if isinstance(exc, TTSError)
-                else EngineError(f"synthesis failed: {type(exc).__name__}: {exc}")
-            )
+            error = exc if isinstance(exc, TTSError) else _engine_error(exc)
             if not emitted:
                 raise error from exc
             log.warning("streamed batch of %d failed after audio was sent: %s", len(items), error)
@@ -114,7 +110,7 @@ class InferenceWorker:
         except TTSError:
             raise
         except Exception as exc:
-            raise EngineError(f"synthesis failed: {type(exc).__name__}: {exc}") from exc
+            raise _engine_error(exc) from exc
         finally:
             self._observe(time.perf_counter() - started)
         if len(arrays) != len(items):
@@ -137,3 +133,8 @@ class InferenceWorker:
             await self._run(self.engine.close)
         finally:
             self._executor.shutdown(wait=True)
+
+
+def _engine_error(exc: Exception) -> EngineError:
+    """An engine's own exception as the error its requests get (a 500 that says what happened)."""
+    return EngineError(f"synthesis failed: {type(exc).__name__}: {exc}")

@@ -50,8 +50,9 @@ from .base import Engine, ResolvedVoice, SynthesisItem, VoiceInfo
 
 log = logging.getLogger("tts_service.engines.chattts")
 
-SAMPLES_PER_TOKEN = 512  # the decoder doubles each token into two mel frames; Vocos hop is 256
-TOKENS_PER_SECOND = 24_000 / SAMPLES_PER_TOKEN  # 46.875
+SAMPLES_PER_TOKEN = (
+    512  # the decoder doubles each token into two mel frames; Vocos hop is 256 (46.875 tokens/s)
+)
 # Budget of audio tokens per input character at speed 1 (Mandarin ~4-5 characters per
 # second of speech ~ 10 tokens each; English less), plus a floor for very short inputs.
 TOKENS_PER_CHAR = 12
@@ -123,7 +124,6 @@ class ChatTTSEngine(Engine):
         self._holder = None
         self.device: Any = None
         self.last_batch = BatchStats()
-        self._started = 0.0
 
     # -- voices (event loop: cheap, immutable data only) ---------------------------------
 
@@ -279,7 +279,7 @@ class ChatTTSEngine(Engine):
     def _generate(self, items: Sequence[SynthesisItem], max_new_token: int | None = None) -> list[np.ndarray]:
         import torch
 
-        self._started = time.perf_counter()
+        started = time.perf_counter()
         chat, texts, params = self._prepare(items, max_new_token)
         with torch.inference_mode():
             result = next(chat._infer_code(texts, False, chat.device, True, params))
@@ -288,7 +288,7 @@ class ChatTTSEngine(Engine):
             np.ascontiguousarray(wavs[i, : self._row_samples(wavs.shape[1], lengths, i)], dtype=np.float32)
             for i in range(len(lengths))
         ]
-        self._record(len(items), lengths, params.max_new_token, rows)
+        self._record(len(items), lengths, params.max_new_token, sum(r.size for r in rows), started)
         return rows
 
     def synthesize_stream(self, items: Sequence[SynthesisItem]) -> Iterator[list[np.ndarray]]:
@@ -301,7 +301,7 @@ class ChatTTSEngine(Engine):
         """
         import torch
 
-        self._started = time.perf_counter()
+        started = time.perf_counter()
         chat, texts, params = self._prepare(items, None)
         sent = [0] * len(items)
         wavs, lengths = np.zeros((len(items), 0), dtype=np.float32), [0] * len(items)
@@ -326,16 +326,12 @@ class ChatTTSEngine(Engine):
             np.ascontiguousarray(wavs[i, sent[i] : max(sent[i], ends[i])], dtype=np.float32)
             for i in range(len(items))
         ]
-        self._record(len(items), lengths, params.max_new_token, [np.zeros(e) for e in ends])
+        self._record(len(items), lengths, params.max_new_token, sum(ends), started)
         yield rows
 
-    def _record(self, size: int, lengths: list[int], budget: int, rows: list[np.ndarray]) -> None:
+    def _record(self, size: int, lengths: list[int], budget: int, samples: int, started: float) -> None:
         self.last_batch = BatchStats(
-            size,
-            lengths,
-            budget,
-            sum(r.size for r in rows) / self.sample_rate,
-            time.perf_counter() - self._started,
+            size, lengths, budget, samples / self.sample_rate, time.perf_counter() - started
         )
 
     def device_memory(self) -> tuple[int, int] | None:
