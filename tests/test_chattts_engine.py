@@ -174,6 +174,26 @@ def test_every_row_respects_the_bound(engine):
     assert max(engine.last_batch.tokens) <= engine.last_batch.max_new_token <= 64
 
 
+def test_min_new_tokens_makes_every_row_run_to_it_capped_at_the_bound(checkpoint):
+    """TTS_MIN_NEW_TOKENS (benchmarks: the same work per request): no row ends before it,
+    and a minimum above a request's own bound means the bound, not an error."""
+    engine = ChatTTSEngine(
+        settings_for(checkpoint, max_new_tokens=40, min_new_tokens=30), sha256_map=checkpoint["sha256"]
+    )
+    engine.load()
+    try:
+        torch.manual_seed(3)
+        for _ in range(3):  # without the minimum, random weights end rows at random lengths
+            engine.synthesize(items_for(engine, ["短", "今天天气很好", "hi", "好"]))
+            assert all(30 <= n <= 40 for n in engine.last_batch.tokens), engine.last_batch.tokens
+        capped = engine._settings.replace(min_new_tokens=4000, max_new_tokens=40)
+        engine._settings = capped
+        engine.synthesize(items_for(engine, ["短"]))
+        assert engine.last_batch.tokens == [40]
+    finally:
+        engine.close()
+
+
 def test_normalization_is_registered_so_digits_survive(engine):
     from ChatTTS import Chat
 
@@ -323,9 +343,9 @@ def test_streaming_yields_ordered_chunks_that_add_up_to_each_rows_audio(checkpoi
     # messages raises for a streamed batch, so the engine keeps ChatTTS's logger at INFO.
     caplog.set_level(logging.DEBUG)
     engine = ChatTTSEngine(
-        settings_for(checkpoint, max_new_tokens=64),
+        # min_new_tokens: every row runs past two stream steps of 24 tokens
+        settings_for(checkpoint, max_new_tokens=64, min_new_tokens=60),
         sha256_map=checkpoint["sha256"],
-        infer_overrides={"min_new_token": 60},  # every row runs past two stream steps of 24 tokens
     )
     engine.load()
     try:
@@ -350,9 +370,9 @@ def test_no_cuda_memory_is_reported_on_a_cpu(engine):
 def test_interrupt_stops_a_running_generation_early(checkpoint):
     """What shutdown does after the drain timeout: a long generation ends at the next token."""
     engine = ChatTTSEngine(
-        settings_for(checkpoint, max_new_tokens=2048),
+        # min_new_tokens: would run ~2000 tokens uninterrupted
+        settings_for(checkpoint, max_new_tokens=2048, min_new_tokens=2000),
         sha256_map=checkpoint["sha256"],
-        infer_overrides={"min_new_token": 2000},  # would run ~2000 tokens uninterrupted
     )
     engine.load()
     try:

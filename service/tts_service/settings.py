@@ -137,6 +137,14 @@ class Settings:
         minimum=16,
         maximum=4096,
     )
+    min_new_tokens: int = _setting(
+        0,
+        "Audio tokens ChatTTS must generate before it may end a request (0 = it ends when the model says); "
+        "capped at the request's own bound. Benchmarks set it to TTS_MAX_NEW_TOKENS so every request "
+        "does the same work.",
+        minimum=0,
+        maximum=4096,
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -104,15 +104,12 @@ class ChatTTSEngine(Engine):
         settings: Settings,
         *,
         sha256_map: dict[str, str] | None = None,
-        infer_overrides: dict[str, Any] | None = None,
     ) -> None:
         """``sha256_map`` replaces ChatTTS's official map (tests: the hashes of a generated
-        checkpoint); ``infer_overrides`` are extra ``InferCodeParams`` fields (tests:
-        ``min_new_token``)."""
+        checkpoint)."""
         self._settings = settings
         self.max_batch_size = settings.max_batch_size
         self._sha256_map = sha256_map
-        self._infer_overrides = dict(infer_overrides or {})
         self._specs = chattts_voices.voice_specs(settings.voices)
         self._aliases = chattts_voices.openai_aliases(list(self._specs))
         self._default = chattts_voices.resolve(
@@ -259,8 +256,8 @@ class ChatTTSEngine(Engine):
             top_P=s.top_p,
             top_K=s.top_k,
             max_new_token=budget,
+            min_new_token=min(s.min_new_tokens, budget),
             show_tqdm=False,
-            **self._infer_overrides,
         )
         return chat, texts, params
 
