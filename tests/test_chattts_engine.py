@@ -386,3 +386,21 @@ def test_interrupt_stops_a_running_generation_early(checkpoint):
         assert engine.last_batch.tokens[0] == engine.last_batch.max_new_token  # ran to its bound
     finally:
         engine.close()
+
+
+def test_chattts_logger_follows_a_quieter_log_level_but_never_goes_below_info(checkpoint):
+    # TTS_LOG_LEVEL sets the root logger. At ERROR, ChatTTS's own warnings (one per request
+    # that hits the token cap) stay quiet; at DEBUG its logger stops at INFO (see the streaming test).
+    chattts_log, root = logging.getLogger("ChatTTS"), logging.getLogger()
+    saved = chattts_log.level, root.level
+    try:
+        for root_level, expected in ((logging.ERROR, logging.ERROR), (logging.DEBUG, logging.INFO)):
+            chattts_log.setLevel(logging.NOTSET)
+            root.setLevel(root_level)
+            engine = ChatTTSEngine(settings_for(checkpoint), sha256_map=checkpoint["sha256"])
+            engine.load()
+            engine.close()
+            assert chattts_log.getEffectiveLevel() == expected, logging.getLevelName(root_level)
+    finally:
+        chattts_log.setLevel(saved[0])
+        root.setLevel(saved[1])

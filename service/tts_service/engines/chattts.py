@@ -152,9 +152,9 @@ class ChatTTSEngine(Engine):
         torch.set_num_threads(s.torch_threads or container_cpus())
         self.device = self._device(torch)
         # ChatTTS logs per token at DEBUG, and one of those calls ("%d" with a tensor of several
-        # rows) raises during a streamed batch; its logger stays at INFO whatever TTS_LOG_LEVEL says.
+        # rows) raises during a streamed batch; its logger never goes below INFO, even at TTS_LOG_LEVEL=DEBUG.
         chattts_log = logging.getLogger("ChatTTS")
-        chattts_log.setLevel(max(logging.INFO, chattts_log.level))
+        chattts_log.setLevel(max(logging.INFO, chattts_log.getEffectiveLevel()))
         chat = Chat(chattts_log)
         chat.config = chattts_model.fresh_config(Config(), geometry)
         official = self._sha256_map or chat.sha256_map
