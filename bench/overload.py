@@ -24,103 +24,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from http_load import EN, ZH, Server, percentile, run_point, scrape_metrics  # noqa: E402
-
-SAMPLE_BYTES = 2  # pcm: 16-bit mono
-
-
-@dataclass
-class Burst:
-    label: str
-    rate: float
-    seconds: float
-    sent: int = 0
-    served: int = 0
-    rejected: int = 0
-    timed_out: int = 0
-    other: int = 0
-    lost: int = 0
-    bad_audio: int = 0
-    latencies: list[float] = field(default_factory=list)
-    peak_rss_mb: float = 0.0
-    rss_before_mb: float = 0.0
-    retry_after_missing: int = 0
-
-    def pct(self, q: float) -> float:
-        return percentile(self.latencies, q)
+import environment  # noqa: E402
+from http_load import Point, Server, closed_loop, open_loop, scrape_metrics  # noqa: E402
 
 
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-async def sample_rss(pid: int, burst: Burst, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        burst.peak_rss_mb = max(burst.peak_rss_mb, rss_mb(pid))
-        try:
-            await asyncio.wait_for(stop.wait(), 0.05)
-        except asyncio.TimeoutError:
-            pass
-
-
-async def open_loop(url: str, pid: int, label: str, rate: float, seconds: float) -> Burst:
-    burst = Burst(label, rate, seconds, rss_before_mb=rss_mb(pid))
-    texts = ZH + EN
-    count = int(rate * seconds)
-    timeout = aiohttp.ClientTimeout(total=120)
-    connector = aiohttp.TCPConnector(limit=2000)
-    stop = asyncio.Event()
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
-        sampler = asyncio.create_task(sample_rss(pid, burst, stop))
-        start = time.perf_counter()
-
-        async def one(i: int) -> None:
-            intended = start + i / rate
-            await asyncio.sleep(max(0.0, intended - time.perf_counter()))
-            burst.sent += 1
-            try:
-                async with session.post(
-                    url + "/v1/audio/speech", json={"input": texts[i % len(texts)], "response_format": "pcm"}
-                ) as response:
-                    body = await response.read()
-                    if response.status == 200:
-                        burst.latencies.append(time.perf_counter() - intended)
-                        burst.served += 1
-                        seconds_claimed = float(response.headers["X-TTS-Audio-Seconds"])
-                        rate_hz = int(response.headers["X-TTS-Sample-Rate"])
-                        if not body or abs(len(body) / SAMPLE_BYTES / rate_hz - seconds_claimed) > 0.01:
-                            burst.bad_audio += 1
-                    elif response.status == 503:
-                        burst.rejected += 1
-                        if "Retry-After" not in response.headers:
-                            burst.retry_after_missing += 1
-                    elif response.status == 504:
-                        burst.timed_out += 1
-                    else:
-                        burst.other += 1
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                burst.lost += 1
-
-        await asyncio.gather(*(one(i) for i in range(count)))
-        stop.set()
-        await sampler
-    return burst
+async def bursts(
+    url: str, pid: int, sustainable: float, multipliers: list[float], seconds: float
+) -> list[Point]:
+    """Open-loop bursts at each multiple of the sustainable rate, the queue emptied between them."""
+    points = []
+    for multiplier in multipliers:
+        points.append(
+            await open_loop(
+                url, f"{multiplier:g}x", sustainable * multiplier, seconds, corpus_name="mixed", pid=pid
+            )
+        )
+        await closed_loop(url, "settle", 4, 8)  # answered only once the queue has emptied
+    return points
 
 
 @dataclass
@@ -177,36 +106,49 @@ async def drain(engine: str, queued: int) -> Drain:
             server.proc.kill()
 
 
-def report(engine: str, sustainable: float, bursts: list[Burst], drained: Drain, command: str) -> str:
-    now = datetime.now(timezone.utc)
+def burst_rows(points: list[Point], seconds: float) -> list[str]:
+    """The bursts as Markdown table lines (header included)."""
     lines = [
-        f"# kubetts overload and drain, engine `{engine}`",
-        "",
-        f"- date: {now:%Y-%m-%d %H:%M} UTC",
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}, "
-        f"Python {platform.python_version()}",
-        f"- command: `{command}`",
-        "- server: default settings (max batch 8, max wait 80 ms, queue 256, deadline 30 s); "
-        "load generator on the same machine",
-        f"- sustainable rate (closed loop, concurrency 32): **{sustainable:.1f} requests/s**",
-        "",
         "| burst | rate req/s | seconds | sent | served | rejected 503 | timed out 504 | other | lost | "
         "bad audio | served p50 ms | served p99 ms | RSS before MB | RSS peak MB |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for b in bursts:
+    for b in points:
         lines.append(
-            f"| {b.label} | {b.rate:.0f} | {b.seconds:.0f} | {b.sent} | {b.served} | {b.rejected} | "
+            f"| {b.label} | {b.rate:.0f} | {seconds:g} | {b.sent} | {b.served} | {b.rejected} | "
             f"{b.timed_out} | {b.other} | {b.lost} | {b.bad_audio} | {b.pct(0.5) * 1000:.0f} | "
-            f"{b.pct(0.99) * 1000:.0f} | {b.rss_before_mb:.0f} | {b.peak_rss_mb:.0f} |"
+            f"{b.pct(0.99) * 1000:.0f} | {b.rss_mb[0][1]:.0f} | {b.rss_peak_mb:.0f} |"
         )
-    lines += [
-        "",
+    return lines
+
+
+def drain_line(drained: Drain) -> str:
+    return (
         f"Drain: {drained.sent} long requests sent, {drained.queued} of them waiting in the queue at SIGTERM → "
         f"{drained.completed} answered with audio, {drained.failed} not; exit code {drained.exit_code} "
-        f"{drained.seconds_to_exit:.1f} s after the signal.",
+        f"{drained.seconds_to_exit:.1f} s after the signal."
+    )
+
+
+LEGEND = (
+    "*lost* = no HTTP answer at all; *bad audio* = a 200 whose PCM length disagrees with X-TTS-Audio-Seconds."
+)
+
+
+def report(engine: str, sustainable: float, points: list[Point], seconds: float, drained: Drain) -> str:
+    lines = [
+        f"# kubetts overload and drain, engine `{engine}`",
         "",
-        "*lost* = no HTTP answer at all; *bad audio* = a 200 whose PCM length disagrees with X-TTS-Audio-Seconds.",
+        *environment.header_lines(),
+        "- server: default settings (max batch 8, max wait 80 ms, queue 256, deadline 30 s); "
+        "load generator on the same machine",
+        f"- sustainable rate (closed loop, concurrency 32): **{sustainable:.1f} requests/s**",
+        "",
+        *burst_rows(points, seconds),
+        "",
+        drain_line(drained),
+        "",
+        LEGEND,
         "",
     ]
     return "\n".join(lines)
@@ -229,32 +171,22 @@ async def main() -> None:
     server = Server({"TTS_ENGINE": args.engine})
     try:
         await server.wait_ready()
-        await run_point(server.url, "warm-up", 4, 8, 1)
-        closed = await run_point(server.url, "sustainable", 32, 64 if args.quick else 600, 7)
-        sustainable = closed.rps
-        bursts = []
-        for multiplier in (float(m) for m in args.multipliers.split(",")):
-            bursts.append(
-                await open_loop(
-                    server.url, server.proc.pid, f"{multiplier:g}x", sustainable * multiplier, seconds
-                )
-            )
-            await run_point(server.url, "settle", 4, 8, 1)  # the queue has emptied before the next burst
+        await closed_loop(server.url, "warm-up", 4, 8)
+        sustainable = (await closed_loop(server.url, "sustainable", 32, 64 if args.quick else 600)).rps
+        multipliers = [float(m) for m in args.multipliers.split(",")]
+        points = await bursts(server.url, server.proc.pid, sustainable, multipliers, seconds)
     finally:
         server.stop()
     drained = await drain(args.engine, drain_queue)
 
-    command = " ".join([Path(sys.executable).name, *sys.argv])
-    text = report(args.engine, sustainable, bursts, drained, command)
+    text = report(args.engine, sustainable, points, seconds, drained)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
         data = {
             "sustainable_rps": sustainable,
-            "bursts": [
-                {**asdict(b), "latencies": None, "p50": b.pct(0.5), "p99": b.pct(0.99)} for b in bursts
-            ],
+            "bursts": [p.summary() for p in points],
             "drain": asdict(drained),
         }
         args.out.with_suffix(".json").write_text(json.dumps(data, indent=2))

@@ -1,4 +1,5 @@
-"""The load benchmark still runs and writes its report (no timings are asserted)."""
+"""The benchmarks still run and write their reports (smoke only: no timing is asserted), and
+the pure pieces they compute with say what they should."""
 
 from __future__ import annotations
 
@@ -7,31 +8,67 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+from http_load import CORPORA, Point, corpus, percentile  # noqa: E402
+from lifecycle import rss_slope  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def test_quick_compare_runs_and_reports(tmp_path):
-    out = tmp_path / "report.md"
+def test_quick_suite_runs_every_scenario_and_writes_report_json_and_plots(tmp_path):
     result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "http_load.py"),
-            "--compare",
-            "--quick",
-            "--concurrency",
-            "1,4",
-            "--out",
-            str(out),
-        ],
+        [sys.executable, str(ROOT / "bench" / "suite.py"), "--quick", "--out-dir", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=420,
     )
-    assert result.returncode == 0, result.stderr
-    assert "| setup | concurrency |" in out.read_text()
-    points = json.loads(out.with_suffix(".json").read_text())
-    assert {p["setup"] for p in points} == {"batching on (8, 80 ms)", "batching off (1)"}
-    assert all(p["errors"] == 0 and p["requests"] >= 4 for p in points)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    (report,) = tmp_path.glob("*-quick.md")
+    text = report.read_text()
+    for heading in ("## Before / after", "## Expectations", "## 1.", "## 2.", "## 3.", "## 4.", "## 5."):
+        assert heading in text
+    pngs = sorted(tmp_path.glob("*.png"))
+    assert len(pngs) == 3 and all(p.read_bytes().startswith(PNG_MAGIC) for p in pngs)
+    assert all(f"]({p.name})" in text for p in pngs)  # the report shows each plot
+
+    data = json.loads(report.with_suffix(".json").read_text())
+    # Both engines, both setups, and every request accounted for: nothing lost or wrong, no
+    # rejections below the queue limit (the smoke loads are small).
+    for engine in ("espeak", "chattts"):
+        points = data["points"][engine]
+        assert {p["label"] for p in points} == {"batching on (8, 80 ms)", "batching off (1)"}
+        for p in points:
+            assert p["sent"] == p["served"] > 0 and p["errors"] == 0, p
+            assert p["batches"] > 0 and p["rss_mb"], p  # read from the service's metrics and /proc
+        unbatched = [p for p in points if p["label"] == "batching off (1)"]
+        assert all(p["mean_batch"] == 1 for p in unbatched)
+    assert {r["batch_size"] for r in data["engine_alone"]["chattts"]["results"]} == {1, 2, 4, 8}
+    assert all(n == 16 for r in data["engine_alone"]["chattts"]["results"] for n in r["tokens"])
+    for engine in ("espeak", "chattts"):  # the server next to the engine alone, round by round
+        pair = data["server_vs_engine"][engine]
+        assert len(pair["rounds"]) == data["plan"]["pairing"][engine]["rounds"]
+        for r in pair["rounds"]:
+            assert r["server_errors"] == 0 and r["engine_items_per_second"] > 0
+            assert r["share_percent"] == pytest.approx(
+                r["server_requests_per_second"] / r["engine_items_per_second"] * 100
+            )
+        shares = sorted(r["share_percent"] for r in pair["rounds"])
+        assert shares[0] <= pair["median_share_percent"] <= shares[-1]
+    assert {(s["label"], s["warmup"]) for s in data["cold_start"]} == {
+        ("espeak", True),
+        ("espeak", False),
+        ("chattts", True),
+        ("chattts", False),
+    }
+    assert data["soak"]["served"] == data["soak"]["sent"] >= 250
+    for burst in data["overload"]["bursts"]:
+        assert burst["sent"] == burst["served"] + burst["rejected"] + burst["timed_out"]
+        assert burst["lost"] == burst["other"] == burst["bad_audio"] == burst["retry_after_missing"] == 0
+    assert data["expectations"] and all(isinstance(c["held"], bool) for c in data["expectations"])
 
 
 def test_quick_overload_runs_and_reports(tmp_path):
@@ -52,3 +89,49 @@ def test_quick_overload_runs_and_reports(tmp_path):
         assert burst["lost"] == burst["other"] == burst["bad_audio"] == burst["retry_after_missing"] == 0
     drain = data["drain"]
     assert drain["queued"] > 0 and drain["completed"] == drain["sent"] and drain["exit_code"] == 0
+
+
+# -- the arithmetic ------------------------------------------------------------------------------
+
+
+def point_with_rss(samples: list[tuple[float, float]]) -> Point:
+    return Point("soak", "open", "mixed", rss_mb=samples)
+
+
+def test_rss_slope_is_flat_for_flat_memory_despite_a_warm_up_rise():
+    warm = [(t / 10, 80 + t) for t in range(10)]  # the first 10 %: pools filling up
+    steady = [(1 + t / 10, 90 + (0.5 if t % 2 else -0.5)) for t in range(90)]  # noise around 90 MB
+    slope = rss_slope(point_with_rss(warm + steady), warm_share=0.1)
+    assert abs(slope.growth_percent) < 0.5
+    assert slope.first_mb == 80 and slope.peak_mb == 90.5
+
+
+def test_rss_slope_measures_a_steady_leak():
+    leak = [(float(t), 100 + 0.1 * t) for t in range(101)]  # +10 MB over the run
+    slope = rss_slope(point_with_rss(leak), warm_share=0.1)
+    # The fit starts at t=10 (101 MB) and ends at t=100 (110 MB): +8.9 %.
+    assert slope.start_mb == pytest.approx(101) and slope.end_mb == pytest.approx(110)
+    assert slope.growth_percent == pytest.approx(9 / 101 * 100)
+
+
+def test_rss_slope_needs_samples():
+    with pytest.raises(ValueError):
+        rss_slope(point_with_rss([(0.0, 1.0)]))
+
+
+def test_corpus_is_fixed_by_its_seed_and_short():
+    assert corpus("zh", 50, 7) == corpus("zh", 50, 7) != corpus("zh", 50, 8)
+    lengths = [len(t) for t in CORPORA["zh"]]  # the write-up's ~12-character sentences
+    assert min(lengths) >= 10 and max(lengths) <= 16 and 11 <= sum(lengths) / len(lengths) <= 13
+    assert set(corpus("mixed", 400, 1)) == set(CORPORA["mixed"])
+
+
+def test_percentile_is_nearest_rank():
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 51 and percentile(values, 0.99) == 100
+    assert percentile([], 0.5) != percentile([], 0.5)  # NaN when nothing was served
+
+
+def test_point_counts_every_failure_kind_as_an_error():
+    p = Point("x", "closed", "zh", sent=10, served=4, rejected=1, timed_out=2, other=1, lost=1, bad_audio=1)
+    assert p.errors == 6 and p.sent == p.served + p.errors
