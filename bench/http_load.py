@@ -32,7 +32,6 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import aiohttp
 
@@ -132,6 +131,12 @@ class Point:
     def rss_peak_mb(self) -> float:
         return max((mb for _, mb in self.rss_mb), default=float("nan"))
 
+    @property
+    def load(self) -> str:
+        """What loaded the server: "32 clients", "8 clients, streamed", "83/s open"."""
+        load = f"{self.concurrency} clients" if self.mode == "closed" else f"{self.rate:.3g}/s open"
+        return load + (", streamed" if self.stream else "")
+
     def pct(self, q: float) -> float:
         return percentile(self.latencies, q)
 
@@ -160,11 +165,13 @@ async def scrape_metrics(session: aiohttp.ClientSession, url: str, *names: str) 
     """The values of series ``names`` (exact, labels included) on /metrics; 0 when absent."""
     async with session.get(url + "/metrics") as response:
         text = await response.text()
-    values = []
-    for name in names:
-        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
-        values.append(float(match.group(1)) if match else 0.0)
-    return values
+    return [_series(text, name) for name in names]
+
+
+def _series(text: str, name: str) -> float:
+    """One series' value in a /metrics text; 0 when absent."""
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
 
 
 async def batch_histogram(session: aiohttp.ClientSession, url: str) -> dict[str, float]:
@@ -175,8 +182,7 @@ async def batch_histogram(session: aiohttp.ClientSession, url: str) -> dict[str,
         le: float(v) for le, v in re.findall(r'^tts_batch_size_bucket\{le="([^"]+)"\} (\S+)$', text, re.M)
     }
     for part in ("sum", "count"):
-        match = re.search(rf"^tts_batch_size_{part} (\S+)$", text, re.M)
-        hist[part] = float(match.group(1)) if match else 0.0
+        hist[part] = _series(text, f"tts_batch_size_{part}")
     return hist
 
 
@@ -395,11 +401,8 @@ def table(points: list[Point]) -> str:
         "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for p in points:
-        load = f"{p.concurrency} clients" if p.mode == "closed" else f"{p.rate:.3g}/s open"
-        if p.stream:
-            load += ", streamed"
         rows.append(
-            f"| {p.label} | {load} | {p.corpus} | {p.served} | {p.errors} | {p.rps:.3g} | "
+            f"| {p.label} | {p.load} | {p.corpus} | {p.served} | {p.errors} | {p.rps:.3g} | "
             f"{p.audio_per_second:.3g} | {_ms(p.pct(0.5))} | {_ms(p.pct(0.9))} | {_ms(p.pct(0.99))} | "
             f"{_ms(max(p.latencies, default=float('nan')))} | {_ms(percentile(p.ttfbs, 0.5))} | "
             f"{p.mean_batch:.2f} | {p.rss_peak_mb:.0f} |"
@@ -434,5 +437,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     asyncio.run(main())

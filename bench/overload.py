@@ -37,10 +37,12 @@ import environment  # noqa: E402
 from http_load import Point, Server, closed_loop, open_loop, scrape_metrics  # noqa: E402
 
 
-async def bursts(
-    url: str, pid: int, sustainable: float, multipliers: list[float], seconds: float
-) -> list[Point]:
-    """Open-loop bursts at each multiple of the sustainable rate, the queue emptied between them."""
+async def sustained_then_bursts(
+    url: str, pid: int, quick: bool, multipliers: list[float], seconds: float
+) -> tuple[float, list[Point]]:
+    """The sustainable rate (closed loop, 32 clients), then open-loop bursts at each multiple
+    of it, the queue emptied between them."""
+    sustainable = (await closed_loop(url, "sustainable", 32, 64 if quick else 600)).rps
     points = []
     for multiplier in multipliers:
         points.append(
@@ -49,7 +51,7 @@ async def bursts(
             )
         )
         await closed_loop(url, "settle", 4, 8)  # answered only once the queue has emptied
-    return points
+    return sustainable, points
 
 
 @dataclass
@@ -172,9 +174,10 @@ async def main() -> None:
     try:
         await server.wait_ready()
         await closed_loop(server.url, "warm-up", 4, 8)
-        sustainable = (await closed_loop(server.url, "sustainable", 32, 64 if args.quick else 600)).rps
         multipliers = [float(m) for m in args.multipliers.split(",")]
-        points = await bursts(server.url, server.proc.pid, sustainable, multipliers, seconds)
+        sustainable, points = await sustained_then_bursts(
+            server.url, server.proc.pid, args.quick, multipliers, seconds
+        )
     finally:
         server.stop()
     drained = await drain(args.engine, drain_queue)

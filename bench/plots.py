@@ -20,8 +20,7 @@ def _color(label: str) -> str:
 
 def _load(p: Point) -> str:
     """A load point's legend entry: "64 clients, mixed", "8 clients, streamed", "83/s open"."""
-    load = f"{p.concurrency} clients" if p.mode == "closed" else f"{p.rate:.3g}/s open"
-    return load + (f", {p.corpus}" if p.corpus != "zh" else "") + (", streamed" if p.stream else "")
+    return p.load + (f", {p.corpus}" if p.corpus != "zh" else "")
 
 
 def latency_vs_throughput(engines: dict[str, list[Point]], out: Path) -> Path:

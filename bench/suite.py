@@ -33,6 +33,7 @@ import asyncio
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -197,33 +198,12 @@ async def sweep(engine: str, label: str, env: dict[str, str], plan: Plan) -> lis
     return points
 
 
-def offline(env: dict[str, str], batch_sizes: str, items: int, join: int = 1) -> dict:
-    """bench/engine_offline.py in its own process with the server's env."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "engine_offline.py"),
-            "--batch-sizes",
-            batch_sizes,
-            "--items",
-            str(items),
-            "--join",
-            str(join),
-        ],
-        env={**os.environ, "TTS_LOG_LEVEL": "ERROR", **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 class EngineAlone:
     """bench/engine_offline.py --serve: a loaded engine in its own process, run on request."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], join: int = 1) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "engine_offline.py"), "--serve"],
+            [sys.executable, str(ROOT / "bench" / "engine_offline.py"), "--serve", "--join", str(join)],
             env={**os.environ, "TTS_LOG_LEVEL": "ERROR", **env},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -243,6 +223,10 @@ class EngineAlone:
         self.proc.stdin.write(json.dumps({"batch_size": batch_size, "items": items}) + "\n")
         self.proc.stdin.flush()
         return self._answer()
+
+    def sweep(self, sizes: list[int], items: int) -> dict:
+        """The same ``items`` texts at each batch size in turn, with the engine's description."""
+        return {**self.description, "results": [self.run(size, items) for size in sizes]}
 
     def close(self) -> None:
         if self.proc.stdin is not None:
@@ -272,7 +256,7 @@ async def beside_the_server(
     rounds = []
     try:
         alone = EngineAlone(env)  # loads while the server does
-        sweep = {**alone.description, "results": [alone.run(size, items) for size in sizes]}
+        sweep = alone.sweep(sizes, items)
         await server.wait_ready()
         await closed_loop(server.url, "warm-up", 2, 4 if chattts else 16)
         for _ in range(pairing.rounds):
@@ -298,14 +282,9 @@ async def beside_the_server(
         "requests": pairing.requests,
         "items": pairing.items,
         "rounds": rounds,
-        "median_share_percent": _median(shares),
+        "median_share_percent": statistics.median(shares),
     }
     return sweep, paired
-
-
-def _median(values: list[float]) -> float:
-    n = len(values)
-    return (values[n // 2] + values[(n - 1) // 2]) / 2 if n else float("nan")
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -338,12 +317,12 @@ async def run(plan: Plan, cache: Path) -> dict:
         )
     long_tokens = 4 * plan.chattts_tokens
     if not plan.quick:  # ChatTTS at 4x the tokens: does batching pay the same on longer outputs?
-        engine_alone["chattts_long"] = offline(
-            chattts_env(checkpoint, long_tokens),
-            "1,8",
-            plan.offline_items["chattts"],
-            join=3,  # ~36 characters: a budget above the cap, so every item makes exactly the cap
-        )
+        # ~36 characters per text: a budget above the cap, so every item makes exactly the cap
+        alone = EngineAlone(chattts_env(checkpoint, long_tokens), join=3)
+        try:
+            engine_alone["chattts_long"] = alone.sweep([1, 8], plan.offline_items["chattts"])
+        finally:
+            alone.close()
 
     progress("3. cold start")
     starts = [
@@ -376,9 +355,8 @@ async def run(plan: Plan, cache: Path) -> dict:
     try:
         await server.wait_ready()
         await closed_loop(server.url, "warm-up", 4, 16)
-        sustainable = (await closed_loop(server.url, "sustainable", 32, 64 if plan.quick else 600)).rps
-        bursts = await overload.bursts(
-            server.url, server.proc.pid, sustainable, [2.0, 10.0], plan.burst_seconds
+        sustainable, bursts = await overload.sustained_then_bursts(
+            server.url, server.proc.pid, plan.quick, [2.0, 10.0], plan.burst_seconds
         )
     finally:
         server.stop()
