@@ -205,7 +205,7 @@ async def sample_rss(pid: int, point: Point, started: float, stop: asyncio.Event
         try:
             await asyncio.wait_for(stop.wait(), RSS_INTERVAL_S)
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 
@@ -243,7 +243,7 @@ async def send(session: aiohttp.ClientSession, url: str, text: str, point: Point
                 point.timed_out += 1
             else:
                 point.other += 1
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+    except (TimeoutError, aiohttp.ClientError):
         point.lost += 1
 
 
@@ -378,7 +378,7 @@ class Server:
                     async with session.get(self.url + "/readyz") as response:
                         if response.status == 200:
                             return time.perf_counter() - self.started
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 await asyncio.sleep(poll_s)  # polling a condition, bounded by the deadline
         raise TimeoutError("service did not become ready")

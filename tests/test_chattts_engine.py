@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +66,29 @@ def test_the_pinned_chattts_has_the_stages_the_engine_drives():
     assert version("chattts") == "0.2.5"
     for stage in ("_refine_text", "_infer_code", "_decode_to_wavs"):
         assert callable(getattr(ChatTTS.Chat, stage)), stage
+
+
+def test_loading_and_generating_use_nothing_deprecated(checkpoint):
+    """ChatTTS 0.2.5 drives transformers' Llama and torch directly. A deprecation warning on the
+    way means a later version of a dependency will break the engine (transformers 5.24 deprecates
+    the past_key_values argument ChatTTS passes, for removal in 5.40), so it fails here and the
+    bump becomes a decision (pyproject.toml's ranges, constraints.txt), not a surprise."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine = ChatTTSEngine(settings_for(checkpoint, max_new_tokens=30), sha256_map=checkpoint["sha256"])
+        engine.load()
+        try:
+            engine.synthesize(items_for(engine, ["你好", "hello"]))
+            for _ in engine.synthesize_stream(items_for(engine, ["今天天气很好"])):
+                pass
+        finally:
+            engine.close()
+    deprecated = [
+        f"{w.category.__name__} at {w.filename}:{w.lineno}: {w.message}"
+        for w in caught
+        if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning))
+    ]
+    assert not deprecated, "\n".join(deprecated)
 
 
 def test_missing_model_dir(checkpoint, tmp_path):

@@ -21,9 +21,7 @@ class ConditionType(str, enum.Enum):
 
 
 def now_iso() -> str:
-    return (
-        datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    )
+    return datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def condition(kind: ConditionType, ok: bool, reason: str, message: str) -> dict[str, Any]:
