@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from tts_service.api import SERVICE
+from aiohttp.test_utils import TestServer
+from app_client import started
 from tts_service.app import create_app
+from tts_service.engines.base import Engine
 from tts_service.engines.espeak import EspeakEngine
 from tts_service.settings import Settings
+from tts_service.speech_service import SpeechService
 
 
 @pytest.fixture(scope="session")
@@ -26,10 +28,39 @@ def make_client(aiohttp_client) -> Callable:
     """Start the real app (real espeak engine) in aiohttp's test server and wait until ready."""
 
     async def make(**overrides):
-        settings = Settings().replace(**overrides)
-        app = create_app(settings)
-        client = await aiohttp_client(app)
-        await asyncio.wait_for(app[SERVICE].wait_ready(), timeout=60)
+        client = await aiohttp_client(create_app(Settings().replace(**overrides)))
+        await started(client)
+        return client
+
+    return make
+
+
+class _TestServer(TestServer):
+    """aiohttp's test server, with handler cancellation as asked (aiohttp's own always cancels)."""
+
+    def __init__(self, app, *, handler_cancellation: bool) -> None:
+        super().__init__(app)
+        self._handler_cancellation = handler_cancellation
+
+    async def _make_runner(self, **kwargs):
+        kwargs["handler_cancellation"] = self._handler_cancellation
+        return await super()._make_runner(**kwargs)
+
+
+@pytest.fixture
+def make_service_client(aiohttp_client) -> Callable:
+    """The real app around a given engine (often a real one with a fault added), started.
+
+    ``handler_cancellation=True`` (the default) is how ``serve()`` runs production: a client
+    that goes away cancels its handler.  False is aiohttp's own default, where the handler
+    runs on until a write fails.
+    """
+
+    async def make(engine: Engine, handler_cancellation: bool = True, **settings):
+        service = SpeechService(Settings(**settings), engine)
+        app = create_app(service.settings, service)
+        client = await aiohttp_client(_TestServer(app, handler_cancellation=handler_cancellation))
+        await started(client)
         return client
 
     return make

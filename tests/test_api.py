@@ -10,6 +10,7 @@ import wave
 import numpy as np
 import pytest
 import soundfile
+from app_client import service_of, started
 from prometheus_client.parser import text_string_to_metric_families
 from tts_service.app import create_app
 from tts_service.engines.espeak import EspeakEngine
@@ -158,7 +159,7 @@ class SlowLoadingEngine(EspeakEngine):
 async def test_not_ready_until_warmed_up(aiohttp_client):
     engine = SlowLoadingEngine()
     service = SpeechService(Settings(), engine)
-    client = await aiohttp_client(create_app(service.settings, service))
+    client = await aiohttp_client(create_app(service.settings, service))  # loading, not ready
     assert (await client.get("/healthz")).status == 200
     not_ready = await client.get("/readyz")
     assert not_ready.status == 503 and (await not_ready.json())["status"] == "starting"
@@ -166,7 +167,7 @@ async def test_not_ready_until_warmed_up(aiohttp_client):
     error = await assert_error(early, 503, contains="not ready")
     assert error["code"] == "not_ready" and "Retry-After" in early.headers
     engine.release.set()
-    await asyncio.wait_for(service.wait_ready(), timeout=30)
+    await started(client)
     assert (await client.get("/readyz")).status == 200
     assert (await client.post(SPEECH, json={"input": "now"})).status == 200
 
@@ -344,11 +345,9 @@ class FaultyEngine(EspeakEngine):
         ]
 
 
-async def test_poisoned_request_fails_alone_and_engine_stays_on_one_thread(aiohttp_client):
+async def test_poisoned_request_fails_alone_and_engine_stays_on_one_thread(make_service_client):
     engine = FaultyEngine()
-    service = SpeechService(Settings(max_batch_size=8, max_wait_ms=5000), engine)
-    client = await aiohttp_client(create_app(service.settings, service))
-    await asyncio.wait_for(service.wait_ready(), 30)
+    client = await make_service_client(engine, max_batch_size=8, max_wait_ms=5000)
     texts = [f"Good request {i}." for i in range(6)] + ["POISON pill.", "NAN output."]
     responses = await asyncio.gather(
         *(client.post(SPEECH, json={"input": t, "response_format": "pcm"}) for t in texts)
@@ -375,7 +374,7 @@ async def wait_until(predicate, timeout: float = 30.0) -> None:
     await asyncio.wait_for(poll(), timeout)
 
 
-async def test_queue_full_is_503_with_retry_after(aiohttp_client):
+async def test_queue_full_is_503_with_retry_after(make_service_client):
     engine = EspeakEngine()
     gate = threading.Event()
     gate.set()
@@ -386,9 +385,8 @@ async def test_queue_full_is_503_with_retry_after(aiohttp_client):
         return original(items)
 
     engine.synthesize = gated  # type: ignore[method-assign]
-    service = SpeechService(Settings(max_batch_size=1, max_wait_ms=0, max_queue_size=2), engine)
-    client = await aiohttp_client(create_app(service.settings, service))
-    await asyncio.wait_for(service.wait_ready(), 30)
+    client = await make_service_client(engine, max_batch_size=1, max_wait_ms=0, max_queue_size=2)
+    service = service_of(client)
     gate.clear()
 
     def post(text):
@@ -416,14 +414,12 @@ async def test_deadline_is_504(make_client):
     assert error["code"] == "deadline_exceeded"
 
 
-async def test_accelerator_memory_is_exported_after_each_call(aiohttp_client):
+async def test_accelerator_memory_is_exported_after_each_call(make_service_client):
     class OnAnAccelerator(EspeakEngine):
         def device_memory(self):
             return 123_000_000, 456_000_000
 
-    service = SpeechService(Settings(), OnAnAccelerator())
-    client = await aiohttp_client(create_app(service.settings, service))
-    await asyncio.wait_for(service.wait_ready(), 30)
+    client = await make_service_client(OnAnAccelerator())
     assert (await client.post(SPEECH, json={"input": "hi", "response_format": "pcm"})).status == 200
     samples = await scrape(client)
     assert metric(samples, "tts_cuda_memory_allocated_bytes") == 123_000_000

@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass
 
 import pytest
+from test_api import wait_until
 from tts_service.batcher import DynamicBatcher
 from tts_service.errors import DeadlineExceeded, Draining, EngineError, QueueFull
 
@@ -40,6 +41,12 @@ class FakeConsumer:
         if any(item.poison for item in items):
             raise ValueError("poisoned input")
         return [item.value * 10 for item in items]
+
+
+def queued(batcher: DynamicBatcher, item: Item, timeout_s: float | None = None) -> asyncio.Future:
+    """Submit ``item`` now -- it is in the queue when this returns, no loop turn needed -- and
+    wait for its result in a task."""
+    return asyncio.ensure_future(batcher.result(batcher.submit(item, timeout_s)))
 
 
 def make(consumer, **kwargs) -> DynamicBatcher:
@@ -82,8 +89,7 @@ async def test_batches_split_by_max_size_and_keep_fifo_order():
     batcher = make(consumer, max_batch_size=3, max_wait_s=0)
     first = asyncio.ensure_future(batcher.infer(Item(0)))
     await consumer.entered.wait()  # the worker is busy with batch [0]
-    rest = [asyncio.ensure_future(batcher.infer(Item(i))) for i in range(1, 8)]
-    await asyncio.sleep(0)
+    rest = [queued(batcher, Item(i)) for i in range(1, 8)]
     consumer.gate.set()
     results = await asyncio.wait_for(asyncio.gather(first, *rest), timeout=5)
     assert results == [i * 10 for i in range(8)]
@@ -98,8 +104,7 @@ async def test_only_items_with_the_same_key_share_a_batch():
     blocker = asyncio.ensure_future(batcher.infer(Item(99, key="z")))
     await consumer.entered.wait()
     items = [Item(i, key="ab"[i % 2]) for i in range(6)]
-    futures = [asyncio.ensure_future(batcher.infer(item)) for item in items]
-    await asyncio.sleep(0)
+    futures = [queued(batcher, item) for item in items]
     consumer.gate.set()
     results = await asyncio.wait_for(asyncio.gather(blocker, *futures), timeout=5)
     assert results == [990] + [i * 10 for i in range(6)]
@@ -116,14 +121,12 @@ async def test_queue_full_rejects_at_once():
     batcher = make(consumer, max_batch_size=1, max_wait_s=0, max_queue_size=2)
     running = asyncio.ensure_future(batcher.infer(Item(0)))
     await consumer.entered.wait()
-    queued = [asyncio.ensure_future(batcher.infer(Item(i))) for i in (1, 2)]
-    await asyncio.sleep(0)
+    waiting = [queued(batcher, Item(i)) for i in (1, 2)]
     with pytest.raises(QueueFull) as excinfo:
         await batcher.infer(Item(3))
-    assert excinfo.value.status == 503
-    assert excinfo.value.headers["Retry-After"] == "1"
+    assert excinfo.value.code == "queue_full"
     consumer.gate.set()
-    assert await asyncio.wait_for(asyncio.gather(running, *queued), timeout=5) == [0, 10, 20]
+    assert await asyncio.wait_for(asyncio.gather(running, *waiting), timeout=5) == [0, 10, 20]
     await batcher.close()
 
 
@@ -135,10 +138,9 @@ async def test_expired_item_is_dropped_and_never_computed():
     await consumer.entered.wait()
     with pytest.raises(DeadlineExceeded) as excinfo:
         await batcher.infer(Item(1), timeout_s=0.01)
-    assert excinfo.value.status == 504
+    assert excinfo.value.code == "deadline_exceeded"
     assert "queued" in excinfo.value.message
-    survivor = asyncio.ensure_future(batcher.infer(Item(2)))
-    await asyncio.sleep(0)
+    survivor = queued(batcher, Item(2))
     consumer.gate.set()
     assert await asyncio.wait_for(asyncio.gather(running, survivor), timeout=5) == [0, 20]
     computed = [item.value for batch in consumer.batches for item in batch]
@@ -154,8 +156,7 @@ async def test_cancelled_request_is_removed_from_the_queue():
     await consumer.entered.wait()
     gone = asyncio.ensure_future(batcher.infer(Item(1)))
     kept = asyncio.ensure_future(batcher.infer(Item(2)))
-    await asyncio.sleep(0)
-    assert batcher.queue_depth == 2
+    await wait_until(lambda: batcher.queue_depth == 2)  # both handlers wait for their results
     gone.cancel()  # what aiohttp does to a handler whose client disconnected
     await asyncio.gather(gone, return_exceptions=True)
     assert batcher.queue_depth == 1
@@ -166,14 +167,29 @@ async def test_cancelled_request_is_removed_from_the_queue():
     await batcher.close()
 
 
+async def test_an_entry_cancelled_before_anyone_awaited_it_leaves_the_queue_at_once():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=4, max_wait_s=0, max_queue_size=1)
+    running = asyncio.ensure_future(batcher.infer(Item(0)))
+    await consumer.entered.wait()
+    entry = batcher.submit(Item(1))
+    batcher.cancel(entry)  # e.g. a stream whose client left before its result task first ran
+    assert batcher.queue_depth == 0
+    kept = queued(batcher, Item(2))  # its place was freed at once (the queue holds one)
+    consumer.gate.set()
+    assert await asyncio.wait_for(asyncio.gather(running, kept), timeout=5) == [0, 20]
+    assert [item.value for batch in consumer.batches for item in batch] == [0, 2]
+    await batcher.close()
+
+
 async def test_poisoned_item_fails_alone():
     consumer = FakeConsumer()
     consumer.gate.clear()
     batcher = make(consumer, max_batch_size=4, max_wait_s=0)
     blocker = asyncio.ensure_future(batcher.infer(Item(9)))
     await consumer.entered.wait()
-    futures = [asyncio.ensure_future(batcher.infer(Item(i, poison=(i == 2)))) for i in range(4)]
-    await asyncio.sleep(0)
+    futures = [queued(batcher, Item(i, poison=(i == 2))) for i in range(4)]
     consumer.gate.set()
     outcomes = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), timeout=5)
     assert outcomes[0] == 0 and outcomes[1] == 10 and outcomes[3] == 30
@@ -242,7 +258,7 @@ async def test_close_finishes_queued_work_and_rejects_new_work():
     futures = [asyncio.ensure_future(batcher.infer(Item(i))) for i in range(5)]
     await consumer.entered.wait()
     closing = asyncio.ensure_future(batcher.close())
-    await asyncio.sleep(0)
+    await wait_until(lambda: batcher.closing)
     with pytest.raises(Draining):
         await batcher.infer(Item(6))
     consumer.gate.set()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from numeric_edges import SYNTHESIS_ROUTES, cases, numeric_fields, raw_body
+from test_api import scrape
 
 SPEECH = "/v1/audio/speech"
+NUMERIC_CASES = cases()
+JSON = {"Content-Type": "application/json"}
 
 ODD_TEXTS = {
     "ssml": "<speak><prosody rate='x-fast'>Hello <break time='3s'/> world</prosody></speak>",
@@ -51,10 +55,22 @@ async def test_raw_lone_surrogate_in_json_is_rejected_or_spoken(client):
     assert response.status in (200, 400)
 
 
-@pytest.mark.parametrize(
-    "body",
-    [b"", b"null", b"0", b'"text"', b"{" * 10, b'{"input": "a", "input": 5}', b"\x00\x01\x02", b"{}" * 1000],
-)
+MALFORMED_BODIES = [
+    b"",
+    b"null",
+    b"0",
+    b'"text"',
+    b"{" * 10,
+    b'{"input": "a", "input": 5}',
+    b"\x00\x01\x02",
+    b"{}" * 1000,
+    b"[" * 60_000,  # deeper than Python's recursion limit, within TTS_MAX_BODY_BYTES
+    b"9" * 5000,  # a bare integer past Python's digit limit
+    b"NaN",
+]
+
+
+@pytest.mark.parametrize("body", MALFORMED_BODIES)
 async def test_malformed_bodies_are_400(client, body):
     response = await client.post(SPEECH, data=body, headers={"Content-Type": "application/json"})
     assert 400 <= response.status < 500
@@ -80,6 +96,45 @@ async def test_ordinary_model_names_are_echoed(client, model):
     assert response.headers["X-TTS-Model"] == (model or "tts-1")
 
 
-async def test_service_still_serves_after_all_that(client):
+def test_numeric_edge_cases_cover_every_numeric_field_of_every_route():
+    fields = {(route, field) for route, field, _ in NUMERIC_CASES}
+    assert {route for route, _ in fields} == set(SYNTHESIS_ROUTES)
+    assert ("/v1/audio/speech", "speed") in fields and ("/tts", "speed") in fields
+    assert sum(1 for *_, edge in NUMERIC_CASES if edge.valid) >= 2 * len(fields)  # both ways are tried
+
+
+@pytest.mark.parametrize(
+    ("route", "field", "edge"),
+    NUMERIC_CASES,
+    ids=[f"{route}-{field}-{edge.label}" for route, field, edge in NUMERIC_CASES],
+)
+async def test_numeric_edge_cases_get_audio_or_a_400_naming_the_field(client, route, field, edge):
+    response = await client.post(route, data=raw_body(route, field, edge), headers=JSON)
+    if edge.valid:
+        assert response.status == 200, await response.text()
+        assert len(await response.read()) > 0
+        return
+    assert response.status == 400, (edge.label, response.status, await response.text())
+    error = (await response.json())["error"]
+    assert error["param"] == field and error["code"] == "invalid_request"
+    schema = numeric_fields(route)[field]  # the message names the field and what it allows
+    assert field in error["message"] and f"{schema['minimum']} to {schema['maximum']}" in error["message"]
+
+
+async def test_the_same_service_still_serves_after_all_that(client):
+    """Every hostile input above against ONE service, then it must still answer with audio and
+    must have answered none of it with a 5xx."""
+    for text in ODD_TEXTS.values():
+        await (await client.post(SPEECH, json={"input": text, "response_format": "pcm"})).read()
+    for body in MALFORMED_BODIES:
+        await (await client.post(SPEECH, data=body, headers=JSON)).read()
+    for route, field, edge in NUMERIC_CASES:
+        await (await client.post(route, data=raw_body(route, field, edge), headers=JSON)).read()
     response = await client.post(SPEECH, json={"input": "still fine", "response_format": "pcm"})
-    assert response.status == 200
+    assert response.status == 200 and len(await response.read()) > 0
+    served: dict[str, float] = {}
+    for (name, labels), value in (await scrape(client)).items():
+        if name == "tts_requests_total" and dict(labels)["route"] in SYNTHESIS_ROUTES:
+            served[dict(labels)["code"]] = served.get(dict(labels)["code"], 0) + value
+    assert sum(served.values()) == len(ODD_TEXTS) + len(MALFORMED_BODIES) + len(NUMERIC_CASES) + 1
+    assert not [code for code in served if not code.startswith(("2", "4"))], served

@@ -9,11 +9,8 @@ import aiohttp
 import numpy as np
 import pytest
 from test_api import metric, scrape
-from tts_service.app import create_app
 from tts_service.audio import WAV_UNKNOWN_SIZE, StreamEncoder
 from tts_service.engines.espeak import EspeakEngine
-from tts_service.settings import Settings
-from tts_service.speech_service import SpeechService
 
 SPEECH = "/v1/audio/speech"
 THREE_SENTENCES = "The first sentence is here. The second one follows! 第三句话在这里。"
@@ -114,25 +111,18 @@ class RecordingEngine(EspeakEngine):
             self.calls.append(("whole", len(items)))
         return super().synthesize(items)
 
-    def synthesize_stream(self, items):
+    def synthesize_stream(self, items, wanted=lambda i: True):
         with self.lock:
             self.calls.append(("stream", len(items)))
-        for step, chunks in enumerate(super().synthesize_stream(items)):
+        for step, chunks in enumerate(super().synthesize_stream(items, wanted)):
             if step == 1 and any("BREAK" in item.text for item in items):
                 raise RuntimeError("the engine broke mid-stream")
             yield chunks
 
 
-async def make_service_client(aiohttp_client, engine, **settings):
-    service = SpeechService(Settings(**settings), engine)
-    client = await aiohttp_client(create_app(service.settings, service))
-    await asyncio.wait_for(service.wait_ready(), 30)
-    return client
-
-
-async def test_streams_batch_with_each_other_never_with_whole_requests(aiohttp_client):
+async def test_streams_batch_with_each_other_never_with_whole_requests(make_service_client):
     engine = RecordingEngine()
-    client = await make_service_client(aiohttp_client, engine, max_batch_size=8, max_wait_ms=1000)
+    client = await make_service_client(engine, max_batch_size=8, max_wait_ms=1000)
     engine.calls.clear()  # forget the warmup
     bodies = [
         {"input": f"Stream {i}. Second part.", "response_format": "pcm", "stream": True} for i in range(3)
@@ -146,9 +136,11 @@ async def test_streams_batch_with_each_other_never_with_whole_requests(aiohttp_c
     assert metric(samples, "tts_time_to_first_audio_seconds_count") == 3
 
 
-async def test_a_stream_that_fails_after_audio_went_out_is_cut_off_and_the_service_goes_on(aiohttp_client):
+async def test_a_stream_that_fails_after_audio_went_out_is_cut_off_and_the_service_goes_on(
+    make_service_client,
+):
     engine = RecordingEngine()
-    client = await make_service_client(aiohttp_client, engine)
+    client = await make_service_client(engine)
     response = await client.post(
         SPEECH,
         json={"input": "First sentence. BREAK here. Never said.", "response_format": "pcm", "stream": True},
@@ -164,29 +156,29 @@ async def test_a_stream_that_fails_after_audio_went_out_is_cut_off_and_the_servi
     assert ok.status == 200 and len(await ok.read()) > 0
 
 
-async def test_a_stream_that_fails_before_any_audio_is_a_json_500(aiohttp_client):
+async def test_a_stream_that_fails_before_any_audio_is_a_json_500(make_service_client):
     class FailingAtOnce(RecordingEngine):
-        def synthesize_stream(self, items):
+        def synthesize_stream(self, items, wanted=lambda i: True):
             raise RuntimeError("no audio at all")
             yield  # a generator
 
-    client = await make_service_client(aiohttp_client, FailingAtOnce())
+    client = await make_service_client(FailingAtOnce())
     response = await client.post(SPEECH, json={"input": "Nothing.", "stream": True})
     assert response.status == 500
     assert "no audio at all" in (await response.json())["error"]["message"]
 
 
-async def test_a_poisoned_stream_fails_alone_when_nothing_was_sent_yet(aiohttp_client):
+async def test_a_poisoned_stream_fails_alone_when_nothing_was_sent_yet(make_service_client):
     class PoisonOnStart(RecordingEngine):
-        def synthesize_stream(self, items):
+        def synthesize_stream(self, items, wanted=lambda i: True):
             with self.lock:
                 self.calls.append(("stream", len(items)))
             if any("POISON" in item.text for item in items):
                 raise RuntimeError("poisoned input")
-            yield from EspeakEngine.synthesize_stream(self, items)
+            yield from EspeakEngine.synthesize_stream(self, items, wanted)
 
     engine = PoisonOnStart()
-    client = await make_service_client(aiohttp_client, engine, max_batch_size=8, max_wait_ms=1000)
+    client = await make_service_client(engine, max_batch_size=8, max_wait_ms=1000)
     engine.calls.clear()
     texts = ["Fine one. Yes.", "POISON here.", "Fine two. Yes."]
     responses = await asyncio.gather(

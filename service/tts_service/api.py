@@ -1,35 +1,50 @@
 """HTTP API: every route registered in one place, every error mapped to HTTP in one place.
 
-Routes are listed in :data:`ROUTES`.  :func:`error_middleware` is the only code that
-turns exceptions into responses: :class:`~tts_service.errors.TTSError` subclasses carry
-their status and code; aiohttp's own HTTP exceptions (404, 405, 413) are rewritten into
-the same JSON shape; anything unexpected is logged and becomes a JSON 500 without
-taking the service down.  :func:`metrics_middleware` counts and times every request.
+Routes are listed in :data:`ROUTES`.  The layers below raise plain domain errors
+(:mod:`tts_service.errors`); :data:`HTTP_ERRORS` says what each one is in HTTP -- status,
+OpenAI error type, ``Retry-After``, extra headers -- and :func:`error_middleware` is the
+only code that turns exceptions into responses.  aiohttp's own HTTP exceptions (404, 405,
+413) are rewritten into the same JSON shape; anything unexpected is logged and becomes a
+JSON 500 without taking the service down.  :func:`metrics_middleware` counts and times
+every request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from .audio import CONTENT_TYPES
 from .errors import (
+    ClientDisconnected,
     DeadlineExceeded,
+    Draining,
     EngineError,
+    EngineFailed,
     InvalidRequest,
     MethodNotAllowed,
     NotFound,
+    NotReady,
     PayloadTooLarge,
+    QueueFull,
+    StreamBufferFull,
     TTSError,
+    Unauthorized,
     Unavailable,
+    UnknownVoice,
     UnsupportedMediaType,
 )
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .openapi import build_openapi
-from .speech_request import SpeechRequest, parse_openai_speech, parse_tts, read_json_object
+from .settings import Settings
+from .speech_request import SpeechRequest, decode_json_object, parse_openai_speech, parse_tts
 from .speech_service import SpeechService
 
 log = logging.getLogger("tts_service.api")
@@ -37,6 +52,99 @@ log = logging.getLogger("tts_service.api")
 SERVICE: web.AppKey[SpeechService] = web.AppKey("service", SpeechService)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SYNTHESIS_ROUTES = ("/v1/audio/speech", "/tts")
+
+
+@dataclass(frozen=True)
+class HttpError:
+    """What a domain error is in HTTP."""
+
+    status: int
+    type: str = "invalid_request_error"  # OpenAI's error "type" field
+    retry_after_s: int | None = None  # a Retry-After header: the client may try again then
+    param: str | None = None  # the request field, for errors that always concern one
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# The one table from domain errors to HTTP.  An error is looked up by its class, then by its
+# base classes in order, so a subclass without a row of its own answers like its parent.
+HTTP_ERRORS: dict[type[TTSError], HttpError] = {
+    InvalidRequest: HttpError(400),
+    UnknownVoice: HttpError(400, param="voice"),
+    Unauthorized: HttpError(401, headers={"WWW-Authenticate": 'Bearer realm="kubetts"'}),
+    NotFound: HttpError(404),
+    MethodNotAllowed: HttpError(405),
+    PayloadTooLarge: HttpError(413),
+    UnsupportedMediaType: HttpError(415),
+    EngineError: HttpError(500, "server_error"),
+    TTSError: HttpError(500, "server_error"),
+    Unavailable: HttpError(503, "server_error", retry_after_s=1),
+    QueueFull: HttpError(503, "server_error", retry_after_s=1),
+    Draining: HttpError(503, "server_error", retry_after_s=1),
+    NotReady: HttpError(503, "server_error", retry_after_s=5),
+    # The pod is about to be restarted; another replica can take the request now.
+    EngineFailed: HttpError(503, "server_error", retry_after_s=5),
+    DeadlineExceeded: HttpError(504, "server_error"),
+    # Only seen as a status when the service fell behind before a stream's first byte went out.
+    StreamBufferFull: HttpError(503, "server_error", retry_after_s=1),
+}
+
+
+class _HttpStatusError(TTSError):
+    """One of aiohttp's own HTTP errors without a domain meaning, keeping its status."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def http_error(error: TTSError) -> HttpError:
+    """How ``error`` is answered over HTTP (see :data:`HTTP_ERRORS`)."""
+    if isinstance(error, _HttpStatusError):
+        return HttpError(error.status, "invalid_request_error" if error.status < 500 else "server_error")
+    for cls in type(error).__mro__:
+        if cls in HTTP_ERRORS:
+            return HTTP_ERRORS[cls]
+    return HTTP_ERRORS[TTSError]
+
+
+def error_body(error: TTSError, http: HttpError) -> dict[str, Any]:
+    """OpenAI's error shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {
+        "error": {
+            "message": error.message,
+            "type": http.type,
+            "param": error.param or http.param,
+            "code": error.code,
+        }
+    }
+
+
+def error_response(error: TTSError) -> web.Response:
+    http = http_error(error)
+    headers = dict(http.headers)
+    if http.retry_after_s is not None:
+        headers["Retry-After"] = str(http.retry_after_s)
+    return web.json_response(error_body(error, http), status=http.status, headers=headers)
+
+
+async def read_json_object(request: web.Request, settings: Settings) -> dict[str, Any]:
+    """The request body as a JSON object, or a 4xx error saying what is wrong with it."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json, got {request.content_type or 'none'!r}"
+        )
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise PayloadTooLarge(
+            f"the request body is {request.content_length} bytes; "
+            f"the limit is {settings.max_body_bytes} bytes"
+        )
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(
+            f"the request body exceeds the limit of {settings.max_body_bytes} bytes"
+        ) from None
+    return decode_json_object(raw)
 
 
 def _service(request: web.Request) -> SpeechService:
@@ -59,35 +167,66 @@ async def _stream_audio(request: web.Request, speech: SpeechRequest) -> web.Stre
     The first chunk is awaited before anything is sent, so an error up to then is an
     ordinary JSON error response.  An error after audio went out cannot change the status
     any more: the connection is closed without the final chunk, which HTTP clients report
-    as an incomplete response rather than mistaking a truncated clip for a whole one.
+    as an incomplete response rather than mistaking a truncated clip for a whole one.  The
+    same happens to a client that reads so slowly that ``TTS_STREAM_BUFFER_S`` of audio
+    piles up for it.  However the response ends, the chunk generator is closed at once,
+    which frees the stream's place in the queue or the batch and its buffered audio.
     """
     service = _service(request)
     stream = await service.stream(speech)
-    first = await anext(stream.chunks)
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": CONTENT_TYPES[speech.response_format],
-            **_audio_headers(service, speech, stream.voice),
-        }
-    )
-    response.enable_chunked_encoding()
-    await response.prepare(request)
-    await response.write(first)
-    try:
-        async for data in stream.chunks:
-            if data:
-                await response.write(data)
-    except TTSError as exc:
-        log.warning("%s %s: stream ended early: %s %s", request.method, request.path, exc.code, exc.message)
-        if request.transport is not None:
-            request.transport.abort()
-        raise StreamAborted(response, exc) from exc
-    await response.write_eof()
+    async with contextlib.aclosing(stream.chunks) as chunks:
+        first = await anext(chunks)
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": CONTENT_TYPES[speech.response_format],
+                **_audio_headers(service, speech, stream.voice),
+            }
+        )
+        response.enable_chunked_encoding()
+        # Set when the stream is cut off: a write waiting for a slow client gives up at once.
+        cut = asyncio.get_running_loop().create_future()
+        stream.buffer.on_overflow(lambda: cut.done() or cut.set_result(None))
+        try:
+            await response.prepare(request)
+            await _write_unless_cut(response, first, cut, stream)
+            async for data in chunks:
+                if data:
+                    await _write_unless_cut(response, data, cut, stream)
+            await response.write_eof()
+        except TTSError as error:  # the engine failed, the deadline passed, or the buffer filled
+            log.warning(
+                "%s %s: stream ended early: %s %s", request.method, request.path, error.code, error.message
+            )
+            _abort_connection(request)
+            raise _ResponseAborted(response, error) from error
+        except ConnectionError as exc:  # the client went away (seen when writing to it)
+            raise _ResponseAborted(response, ClientDisconnected(f"the client went away: {exc}")) from exc
+        except asyncio.CancelledError:  # aiohttp cancelled the handler: the client went away
+            if response.prepared:
+                service.metrics.streams_aborted.labels(reason=ClientDisconnected.code).inc()
+            raise
     return response
 
 
-class StreamAborted(Exception):
-    """A streamed response failed after it started; the connection was closed."""
+async def _write_unless_cut(response: web.StreamResponse, data: bytes, cut: asyncio.Future, stream) -> None:
+    """Write ``data``, unless the stream is cut off first (the write may wait on a slow client)."""
+    if not cut.done():
+        write = asyncio.ensure_future(response.write(data))
+        await asyncio.wait({write, cut}, return_when=asyncio.FIRST_COMPLETED)
+        if write.done():
+            write.result()  # raises a ConnectionError if the client went away
+            return
+        write.cancel()
+    raise stream.buffer.overflow_error()
+
+
+def _abort_connection(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.abort()
+
+
+class _ResponseAborted(Exception):
+    """A response that failed after its status line went out; the connection was closed."""
 
     def __init__(self, response: web.StreamResponse, error: TTSError) -> None:
         super().__init__(error.message)
@@ -155,7 +294,19 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """``GET /healthz``: the process is alive and its event loop answers."""
+    """``GET /healthz``: the process is alive and its event loop answers, and its engine has not
+    failed for good (a broken GPU: 503, so the liveness probe restarts the pod)."""
+    service = _service(request)
+    if not service.healthy:
+        error = service.failure
+        return web.json_response(
+            {
+                "status": "failed",
+                "engine": service.engine.name,
+                "error": getattr(error, "message", str(error)),
+            },
+            status=503,
+        )
     return web.json_response({"status": "ok"})
 
 
@@ -202,9 +353,13 @@ def _as_tts_error(exc: web.HTTPException) -> TTSError:
         return PayloadTooLarge("the request body is too large")
     if exc.status == 415:
         return UnsupportedMediaType(exc.text or "unsupported media type")
-    error = InvalidRequest(exc.reason) if 400 <= exc.status < 500 else TTSError(exc.reason)
-    error.status = exc.status
-    return error
+    return _HttpStatusError(exc.reason, exc.status)
+
+
+# Set on a response whose status line went out but whose body did not complete.
+OUTCOME: web.ResponseKey[str] = web.ResponseKey("tts_outcome", str)
+ABORTED = "aborted"  # the server cut the response off (stream failure, deadline, slow client)
+DISCONNECTED = "disconnected"  # the client went away before the response was complete
 
 
 @web.middleware
@@ -212,8 +367,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     """The one place exceptions become HTTP responses."""
     try:
         return await handler(request)
-    except StreamAborted as aborted:
-        _count_failure(request.app[SERVICE], aborted.error)  # the status line was already 200
+    except _ResponseAborted as aborted:  # the status line was already 200: count, don't answer
+        service = request.app[SERVICE]
+        service.metrics.streams_aborted.labels(reason=aborted.error.code).inc()
+        if not isinstance(aborted.error, (ClientDisconnected, StreamBufferFull)):
+            _count_failure(service, aborted.error)
+        disconnected = isinstance(aborted.error, ClientDisconnected)
+        aborted.response[OUTCOME] = DISCONNECTED if disconnected else ABORTED
         return aborted.response
     except TTSError as error:
         failure = error
@@ -225,17 +385,18 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("unhandled error on %s %s", request.method, request.path)
         failure = TTSError("internal server error; the service logged the details")
     _count_failure(request.app[SERVICE], failure)
-    if failure.status >= 500:
+    response = error_response(failure)
+    if response.status >= 500:
         log.warning(
-            "%s %s -> %d %s: %s", request.method, request.path, failure.status, failure.code, failure.message
+            "%s %s -> %d %s: %s", request.method, request.path, response.status, failure.code, failure.message
         )
-    return web.json_response(failure.to_json(), status=failure.status, headers=failure.headers)
+    return response
 
 
 def _count_failure(service: SpeechService, failure: TTSError) -> None:
     if isinstance(failure, EngineError):
         service.metrics.engine_errors.labels(code=failure.code).inc()
-    elif isinstance(failure, (Unavailable, DeadlineExceeded)) or 400 <= failure.status < 500:
+    elif isinstance(failure, (Unavailable, DeadlineExceeded)) or 400 <= http_error(failure).status < 500:
         service.metrics.rejected.labels(reason=failure.code).inc()
 
 
@@ -253,7 +414,12 @@ def _route_label(request: web.Request) -> str:
 
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count, time and classify every request (runs outside the error middleware)."""
+    """Count, time and classify every request (runs outside the error middleware).
+
+    Every request is counted once in ``tts_requests_total``: by status code when its
+    response completed, as ``aborted`` or ``disconnected`` when it did not (see
+    :data:`OUTCOME`); the latency histogram holds complete responses only.
+    """
     service = _service(request)
     route = _route_label(request)
     synthesis = route in SYNTHESIS_ROUTES
@@ -262,11 +428,16 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         service.metrics.inflight.inc()
     try:
         response = await handler(request)
+    except asyncio.CancelledError:  # aiohttp cancels the handler of a client that went away
+        service.metrics.requests.labels(route=route, code=DISCONNECTED).inc()
+        raise
     finally:
         if synthesis:
             service.metrics.inflight.dec()
-    service.metrics.requests.labels(route=route, code=str(response.status)).inc()
-    service.metrics.request_duration.labels(route=route).observe(time.perf_counter() - started)
+    outcome = response.get(OUTCOME)
+    service.metrics.requests.labels(route=route, code=outcome or str(response.status)).inc()
+    if outcome is None:
+        service.metrics.request_duration.labels(route=route).observe(time.perf_counter() - started)
     return response
 
 

@@ -10,7 +10,7 @@ task that forms batches and hands each to ``process`` (the inference worker).
 * While ``process`` runs, new items queue up; with one worker this is what turns load
   into larger batches.
 * The queue is bounded: beyond ``max_queue_size`` live items, :meth:`submit` raises
-  :class:`~tts_service.errors.QueueFull` at once (HTTP 503 + Retry-After).
+  :class:`~tts_service.errors.QueueFull` at once.
 * Each item has a deadline.  One that passed before the item was taken into a batch
   fails with :class:`~tts_service.errors.DeadlineExceeded` and is never computed; an
   item whose caller went away (its future cancelled) is dropped the same way.
@@ -19,6 +19,10 @@ task that forms batches and hands each to ``process`` (the inference worker).
   place of one result: only that item fails.  If ``process`` raises, the batch is split
   in halves and each half retried (recursively): a batch too large for memory is retried
   smaller, and one poisoned input ends up failing alone, not its batch-mates.
+* Unless ``process`` raises :class:`~tts_service.errors.EngineFailed`: the consumer can
+  never succeed again (a broken device), so retrying would only burn the queue's
+  deadlines.  The batch and everything queued fail with that error at once, intake stops,
+  and ``on_engine_failed`` is told.
 * :meth:`close` stops intake and finishes everything already queued before returning.
 
 The batcher knows nothing about engines or HTTP; it is tested on its own.
@@ -33,7 +37,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from .errors import DeadlineExceeded, Draining, EngineError, QueueFull
+from .errors import DeadlineExceeded, Draining, EngineError, EngineFailed, QueueFull
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -72,6 +76,7 @@ class DynamicBatcher(Generic[T, R]):
         default_timeout_s: float,
         key: Callable[[T], Hashable] = lambda item: None,
         observer: BatchObserver | None = None,
+        on_engine_failed: Callable[[EngineFailed], None] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1:
             raise ValueError("max_batch_size and max_queue_size must be >= 1")
@@ -82,6 +87,8 @@ class DynamicBatcher(Generic[T, R]):
         self.default_timeout_s = default_timeout_s
         self._key = key
         self._observer = observer
+        self._on_engine_failed = on_engine_failed
+        self._failed: EngineFailed | None = None
         self._queue: deque[_Entry[T, R]] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -106,22 +113,22 @@ class DynamicBatcher(Generic[T, R]):
         return len(self._in_flight)
 
     @property
-    def accepting(self) -> bool:
-        return not self._closing
+    def closing(self) -> bool:
+        """Intake has stopped: :meth:`close` was called, or the engine failed."""
+        return self._closing
 
     def submit(self, item: T, timeout_s: float | None = None) -> _Entry[T, R]:
         """Queue ``item``; raise at once if the batcher is closing or the queue is full."""
+        if self._failed is not None:
+            raise EngineFailed(self._failed.message)
         if self._closing:
-            raise Draining("the service is shutting down and takes no new requests", retry_after_s=1)
+            raise Draining("the service is shutting down and takes no new requests")
         if self._task is None or self._task.done():
-            raise Draining("the batcher is not running", retry_after_s=1)
+            raise Draining("the batcher is not running")
         if len(self._queue) >= self.max_queue_size:
             self._purge()
             if len(self._queue) >= self.max_queue_size:
-                raise QueueFull(
-                    f"the request queue is full ({self.max_queue_size} waiting); retry shortly",
-                    retry_after_s=1,
-                )
+                raise QueueFull(f"the request queue is full ({self.max_queue_size} waiting); retry shortly")
         loop = asyncio.get_running_loop()
         now = loop.time()
         timeout = self.default_timeout_s if timeout_s is None else timeout_s
@@ -141,11 +148,18 @@ class DynamicBatcher(Generic[T, R]):
             return await asyncio.wait_for(asyncio.shield(entry.future), remaining)
         except TimeoutError:
             where = "while it was being synthesized" if entry.started else "while it was queued"
-            entry.future.cancel()
+            self.cancel(entry)
             raise DeadlineExceeded(f"the request's deadline passed {where}") from None
         except asyncio.CancelledError:
-            entry.future.cancel()  # the caller went away: never compute it
+            self.cancel(entry)  # the caller went away: never compute it
             raise
+
+    def cancel(self, entry: _Entry[T, R]) -> None:
+        """The caller no longer wants ``entry``: dropped if still queued (it frees its place at
+        once), its result ignored if it is running."""
+        entry.future.cancel()
+        if not entry.started:
+            self._queue = deque(e for e in self._queue if e is not entry)
 
     # -- the loop -------------------------------------------------------------------
 
@@ -216,14 +230,18 @@ class DynamicBatcher(Generic[T, R]):
         if self._observer is not None:
             self._observer.batch_formed(len(batch), [now - e.enqueued_at for e in batch])
         self._in_flight = batch  # left set if cancelled, so _fail_leftovers answers them
-        await self._call(batch)
+        await self._process_halving(batch)
         self._in_flight = []
 
-    async def _call(self, batch: list[_Entry[T, R]]) -> None:
+    async def _process_halving(self, batch: list[_Entry[T, R]]) -> None:
+        """``process`` the batch; if it raises, retry it in halves (see the module docstring)."""
         try:
             results = await self._process([e.item for e in batch])
             if len(results) != len(batch):
                 raise EngineError(f"the engine returned {len(results)} results for a batch of {len(batch)}")
+        except EngineFailed as exc:
+            self._engine_failed(exc)
+            return
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0], exc)
@@ -239,12 +257,25 @@ class DynamicBatcher(Generic[T, R]):
             # Halving (not one by one) also retries an out-of-memory batch at a size that fits,
             # and still isolates one poisoned item in O(log n) extra calls.
             for part in (live[:half], live[half:]):
-                part = [e for e in part if not e.future.done()]
+                part = [e for e in part if not e.future.done() and self._failed is None]
                 if part:
-                    await self._call(part)
+                    await self._process_halving(part)
             return
         for e, result in zip(batch, results, strict=True):
             _settle(e, result)
+
+    def _engine_failed(self, error: EngineFailed) -> None:
+        """The consumer is broken for good: answer everything with ``error`` and stop."""
+        log.error("engine failed; failing %d queued requests: %s", self.queue_depth, error.message)
+        self._failed = error
+        self._closing = True
+        for e in [*self._in_flight, *self._queue]:
+            if not e.future.done():
+                e.future.set_exception(error)
+        self._queue.clear()
+        self._wakeup.set()
+        if self._on_engine_failed is not None:
+            self._on_engine_failed(error)
 
     def _fail_leftovers(self) -> None:
         for e in [*self._in_flight, *self._queue]:

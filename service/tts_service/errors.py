@@ -1,104 +1,70 @@
-"""Every error the service reports, with its HTTP status, in one place.
+"""The service's domain errors: what went wrong, never how HTTP says it.
 
-Handlers, the batcher, the worker and engines raise these; the API's error middleware
-turns any of them into an OpenAI-shaped JSON body
-``{"error": {"message", "type", "param", "code"}}`` with ``status``.  ``code`` doubles
-as the ``reason`` label of ``tts_rejected_total`` and ``tts_engine_errors_total`` and
-as the ``error`` field of log lines, so one name is used everywhere.
+The batcher, the worker, engines and the request parser raise these.  Each carries a
+stable machine-readable ``code`` that doubles as the ``reason``/``code`` label of the
+metrics (``tts_rejected_total``, ``tts_engine_errors_total``, ``tts_streams_aborted_total``)
+and as the ``error`` field of log lines, so one name is used everywhere; and, for a
+request that was wrong, the ``param`` it was wrong in.
+
+Status codes, ``Retry-After`` and the JSON error body are the API layer's business:
+:data:`tts_service.api.HTTP_ERRORS` maps every class here to them in one table (as
+KServe's model server does), so nothing below the API knows it is behind HTTP.
 """
 
 from __future__ import annotations
 
 
 class TTSError(Exception):
-    """Base class: an error with an HTTP status and a stable machine-readable code."""
+    """Base class: an error with a stable machine-readable code."""
 
-    status: int = 500
-    type: str = "server_error"
     code: str = "internal_error"
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
-        self.headers = dict(headers or {})
-
-    def to_json(self) -> dict:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
 
 
 class InvalidRequest(TTSError):
-    """The client sent something we cannot accept (400)."""
+    """The client sent something we cannot accept; ``param`` names the field."""
 
-    status = 400
-    type = "invalid_request_error"
     code = "invalid_request"
 
 
 class UnknownVoice(InvalidRequest):
+    """The requested voice is none the engine knows (always the request's ``voice``)."""
+
     code = "unknown_voice"
 
 
 class Unauthorized(TTSError):
-    """Authentication is on and the request has no valid bearer token (401)."""
+    """Authentication is on and the request has no valid bearer token."""
 
-    status = 401
-    type = "invalid_request_error"
     code = "invalid_api_key"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="kubetts"'})
 
 
 class NotFound(TTSError):
-    status = 404
-    type = "invalid_request_error"
     code = "not_found"
 
 
 class MethodNotAllowed(TTSError):
-    status = 405
-    type = "invalid_request_error"
     code = "method_not_allowed"
 
 
 class PayloadTooLarge(TTSError):
-    status = 413
-    type = "invalid_request_error"
     code = "payload_too_large"
 
 
 class UnsupportedMediaType(TTSError):
-    status = 415
-    type = "invalid_request_error"
     code = "unsupported_media_type"
 
 
 class Unavailable(TTSError):
-    """Temporarily unable to take the request; the client should retry (503 + Retry-After)."""
+    """Temporarily unable to take the request; the same request may succeed later."""
 
-    status = 503
-    type = "server_error"
     code = "unavailable"
-
-    def __init__(self, message: str, *, retry_after_s: int = 1, code: str | None = None) -> None:
-        super().__init__(message, code=code, headers={"Retry-After": str(max(1, retry_after_s))})
 
 
 class QueueFull(Unavailable):
@@ -114,16 +80,39 @@ class NotReady(Unavailable):
 
 
 class DeadlineExceeded(TTSError):
-    """The request's deadline passed before its audio was ready (504)."""
+    """The request's deadline passed before its audio was ready."""
 
-    status = 504
-    type = "server_error"
     code = "deadline_exceeded"
 
 
 class EngineError(TTSError):
-    """The engine failed on this request; other requests are unaffected (500)."""
+    """The engine failed on this request; other requests are unaffected."""
 
-    status = 500
-    type = "server_error"
     code = "engine_error"
+
+
+class OutOfMemory(EngineError):
+    """The engine ran out of (device) memory: the same work may fit in a smaller batch."""
+
+    code = "out_of_memory"
+
+
+class EngineFailed(EngineError):
+    """The engine's device is broken (a CUDA illegal memory access, a device-side assert, a
+    lost GPU): nothing more can be computed in this process.  Not the request's fault:
+    another replica can serve it, so the API answers it as temporarily unavailable."""
+
+    code = "engine_failed"
+
+
+class StreamBufferFull(TTSError):
+    """A stream's client read so much slower than its audio was made that the audio buffered
+    for it reached ``TTS_STREAM_BUFFER_SECONDS``; the stream is cut off."""
+
+    code = "stream_buffer_full"
+
+
+class ClientDisconnected(TTSError):
+    """The client went away before its response was complete (streamed or not)."""
+
+    code = "client_disconnected"

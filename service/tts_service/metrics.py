@@ -42,6 +42,7 @@ METRIC_NAMES = (
     "tts_audio_seconds_total",
     "tts_rejected_total",
     "tts_engine_errors_total",
+    "tts_streams_aborted_total",
     "tts_ready",
     "tts_model_load_seconds",
     "tts_warmup_seconds",
@@ -60,7 +61,12 @@ class Metrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         self.requests = Counter(
-            "tts_requests", "HTTP requests by route and status code.", ["route", "code"], registry=r
+            "tts_requests",
+            "HTTP requests by route and outcome: the status code of a complete response; "
+            "'aborted' for a stream cut off after its 200 went out (engine failure, deadline, "
+            "or a client too slow to read it); 'disconnected' when the client went away first.",
+            ["route", "code"],
+            registry=r,
         )
         self.request_duration = Histogram(
             REQUEST_DURATION,
@@ -112,6 +118,12 @@ class Metrics:
         )
         self.engine_errors = Counter(
             "tts_engine_errors", "Requests the engine failed on, by error code.", ["code"], registry=r
+        )
+        self.streams_aborted = Counter(
+            "tts_streams_aborted",
+            "Streamed responses that stopped after their audio had started, by reason (the error code).",
+            ["reason"],
+            registry=r,
         )
         self.ready = Gauge("tts_ready", "1 when /readyz reports ready.", registry=r)
         self.model_load_seconds = Gauge(

@@ -70,6 +70,14 @@ class Settings:
     request_timeout_s: float = _setting(
         30.0, "Deadline per request, from arrival to audio; past it the client gets 504.", minimum=0.1
     )
+    stream_buffer_s: float = _setting(
+        120.0,
+        "Seconds of audio held for a streamed response whose client reads slower than the audio is "
+        "made; past it the stream is cut off (the client sees an incomplete response). "
+        "Memory: about 96 KB per second per stream.",
+        minimum=1,
+        maximum=3600,
+    )
     max_input_chars: int = _setting(
         4096, "Longest accepted input text, in characters.", minimum=1, maximum=100_000
     )

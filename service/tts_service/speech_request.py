@@ -1,4 +1,4 @@
-"""Parsing and validating request bodies into :class:`SpeechRequest`.
+"""Validating request bodies (JSON already decoded) into :class:`SpeechRequest`.
 
 Both synthesis endpoints -- OpenAI's ``POST /v1/audio/speech`` and the write-up's
 ``POST /tts`` -- are read into the same object here, so they share one pipeline and
@@ -14,10 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
-
 from .audio import FORMATS, STREAM_FORMATS
-from .errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
+from .errors import InvalidRequest
 from .settings import Settings
 from .text_normalization import clean_text
 
@@ -46,29 +44,31 @@ class SpeechRequest:
     stream: bool = False
 
 
-async def read_json_object(request: web.Request, settings: Settings) -> dict[str, Any]:
-    """The request body as a JSON object, or a 4xx error saying what is wrong with it."""
-    if request.content_type != "application/json":
-        raise UnsupportedMediaType(
-            f"Content-Type must be application/json, got {request.content_type or 'none'!r}"
-        )
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
-        raise PayloadTooLarge(
-            f"the request body is {request.content_length} bytes; "
-            f"the limit is {settings.max_body_bytes} bytes"
-        )
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise PayloadTooLarge(
-            f"the request body exceeds the limit of {settings.max_body_bytes} bytes"
-        ) from None
+# Integers longer than this are read as floats: Python refuses to turn a string of more than
+# 4300 digits into an int (a ValueError, not a JSON error), and no field accepts a number this
+# large anyway, so the field's own range check rejects it with ``param`` naming the field.
+MAX_INTEGER_DIGITS = 40
+
+
+def _read_integer(token: str) -> int | float:
+    digits = len(token) - token.startswith("-")
+    return int(token) if digits <= MAX_INTEGER_DIGITS else float(token)
+
+
+def _read_constant(token: str) -> float:
+    # NaN, Infinity and -Infinity are not JSON (RFC 8259), but Python's decoder accepts them;
+    # they are read as what they spell, and every numeric field rejects non-finite numbers.
+    return float(token)
+
+
+def decode_json_object(raw: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or an :class:`InvalidRequest` saying what is wrong with it."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidRequest(f"the request body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        body = json.loads(text)
+        body = json.loads(text, parse_int=_read_integer, parse_constant=_read_constant)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(
             f"the request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -223,14 +223,29 @@ def _format(body: dict[str, Any], name: str, default: str) -> str:
     return value.lower()
 
 
-def _speed(body: dict[str, Any]) -> float:
-    value = body.get("speed")
+def _number(body: dict[str, Any], name: str, minimum: float, maximum: float) -> float | None:
+    """A JSON number from ``minimum`` to ``maximum`` (None when absent); anything else is a 400.
+
+    Rejected with ``param=name``: strings (even "1.5"), booleans, NaN and infinities, and
+    numbers outside the range (huge integers arrive here as floats, see
+    :data:`MAX_INTEGER_DIGITS`).  -0 is 0.
+    """
+    value = body.get(name)
     if value is None:
-        return 1.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InvalidRequest(f"speed must be a number from {MIN_SPEED} to {MAX_SPEED}", param="speed")
-    if not MIN_SPEED <= value <= MAX_SPEED:
-        raise InvalidRequest(
-            f"speed {value} is out of range: allowed {MIN_SPEED} to {MAX_SPEED}", param="speed"
-        )
-    return float(value)
+        return None
+    allowed = f"a number from {minimum} to {maximum}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRequest(f"{name} must be {allowed}, got {_json_type(value)}", param=name)
+    number = float(value)  # exact for every int of up to MAX_INTEGER_DIGITS digits in range
+    if not math.isfinite(number):
+        shown = "NaN" if math.isnan(number) else "an infinite or too large number"
+        raise InvalidRequest(f"{name} must be {allowed}, got {shown}", param=name)
+    if not minimum <= number <= maximum:
+        shown = f"{number:g}" if abs(number) < 1e16 else "a number of that size"
+        raise InvalidRequest(f"{name} {shown} is out of range: allowed {allowed}", param=name)
+    return number + 0.0  # -0.0 -> 0.0
+
+
+def _speed(body: dict[str, Any]) -> float:
+    speed = _number(body, "speed", MIN_SPEED, MAX_SPEED)
+    return 1.0 if speed is None else speed

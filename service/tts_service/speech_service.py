@@ -1,7 +1,8 @@
 """The running service: engine, worker, batcher and metrics wired together, with state.
 
 :class:`SpeechService` is what the HTTP handlers talk to.  It knows whether the service
-is ready (engine loaded and warmed up) or draining, turns a validated
+is ready (engine loaded and warmed up), draining, or failed (the engine's device broke:
+see :mod:`.engines.failures`), turns a validated
 :class:`~tts_service.speech_request.SpeechRequest` into encoded audio, and shuts down
 in the right order: stop intake, finish the queue, release the engine.
 """
@@ -12,7 +13,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -23,16 +24,17 @@ from .audio import StreamEncoder, encode
 from .auth import Authenticator, load_api_keys
 from .batcher import DynamicBatcher
 from .engines import Engine, SynthesisItem, create_engine
-from .errors import Draining, NotReady
+from .errors import Draining, EngineFailed, NotReady
 from .metrics import Metrics
 from .settings import Settings
 from .speech_request import SpeechRequest
-from .worker import InferenceWorker
+from .stream_buffer import StreamBuffer
+from .worker import InferenceWorker, Job
 
 log = logging.getLogger("tts_service")
 
 
-class State(enum.Enum):
+class ServiceState(enum.Enum):
     STARTING = "starting"
     READY = "ready"
     FAILED = "failed"
@@ -55,11 +57,14 @@ class SpeechStream:
     """A streamed synthesis: the voice used, and the encoded chunks as they are made.
 
     Iterating ``chunks`` raises the request's error (a :class:`TTSError`) if it fails;
-    before the first chunk that can still become an ordinary error response.
+    before the first chunk that can still become an ordinary error response.  Close
+    ``chunks`` (``contextlib.aclosing``) when the client goes away: that drops the request
+    from the queue, or tells the engine nobody listens, and frees its buffered audio.
     """
 
     voice: str
-    chunks: AsyncIterator[bytes]
+    chunks: AsyncGenerator[bytes, None]
+    buffer: StreamBuffer
 
 
 class SpeechService:
@@ -71,57 +76,69 @@ class SpeechService:
         self.engine = engine if engine is not None else create_engine(settings)
         self.metrics = Metrics(engine=self.engine.name, version=__version__)
         self.worker = InferenceWorker(self.engine, self.metrics)
-        self.batcher: DynamicBatcher[SynthesisItem, np.ndarray] = DynamicBatcher(
+        self.batcher: DynamicBatcher[Job, np.ndarray | int] = DynamicBatcher(
             self.worker.synthesize,
             max_batch_size=min(settings.max_batch_size, self.engine.max_batch_size),
             max_wait_s=settings.max_wait_ms / 1000.0,
             max_queue_size=settings.max_queue_size,
             default_timeout_s=settings.request_timeout_s,
-            # Streamed items run through a different engine call: never in a batch with others.
-            key=lambda item: (item.sink is not None, self.engine.batch_key(item)),
+            # Streamed jobs run through a different engine call: never in a batch with others.
+            key=lambda job: (job.stream is not None, self.engine.batch_key(job.item)),
             observer=self.metrics,
+            on_engine_failed=self._engine_failed,
         )
         self.metrics.track_queue_depth(lambda: self.batcher.queue_depth)
         # Encoding (mp3 especially) must not block the event loop, nor queue behind the engine.
         self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tts-encode")
-        self.state = State.STARTING
-        self.failure: BaseException | None = None
-        self._ready = asyncio.Event()
+        self.state = ServiceState.STARTING
+        self.failure: BaseException | None = None  # why the service is FAILED
 
     @property
     def ready(self) -> bool:
-        return self.state is State.READY
+        return self.state is ServiceState.READY
+
+    @property
+    def healthy(self) -> bool:
+        """False once the engine failed for good (also while draining after that): the
+        process should be restarted."""
+        return self.failure is None
+
+    def _engine_failed(self, error: EngineFailed) -> None:
+        """The batcher's hook: the engine's device broke; stop taking requests for good."""
+        if self.state in (ServiceState.STARTING, ServiceState.READY):
+            self.state = ServiceState.FAILED
+        self.failure = error
+        self.metrics.ready.set(0)
+        log.error(
+            "engine %s failed; /readyz and /healthz now answer 503: %s", self.engine.name, error.message
+        )
 
     async def start(self) -> None:
         """Load and warm up the engine, then start batching; raises if loading fails."""
         try:
             load_seconds, warmup_seconds = await self.worker.start(warmup=self.settings.warmup)
         except BaseException as exc:
-            self.state = State.FAILED
+            self.state = ServiceState.FAILED
             self.failure = exc
             raise
         self.metrics.model_load_seconds.set(load_seconds)
         self.metrics.warmup_seconds.set(warmup_seconds)
         self.batcher.start()
-        if self.state is State.STARTING:
-            self.state = State.READY
+        if self.state is ServiceState.STARTING:
+            self.state = ServiceState.READY
             self.metrics.ready.set(1)
             log.info("ready: engine=%s in %.2fs", self.engine.name, load_seconds + warmup_seconds)
-        self._ready.set()
 
     def voice_names(self) -> list[str]:
         """Every name a request may give as ``voice``: voice ids and aliases."""
         return [v.id for v in self.engine.voices()] + list(self.engine.aliases())
 
-    async def wait_ready(self) -> None:
-        await self._ready.wait()
-
     async def synthesize(self, request: SpeechRequest) -> SpeechResult:
         """Queue ``request`` for the engine and encode its audio."""
         self._check_accepting()
         voice = self.engine.resolve_voice(request.voice, request.text)
-        item = SynthesisItem(text=request.text, voice=voice, speed=request.speed)
-        audio = await self.batcher.infer(item)
+        job = Job(SynthesisItem(text=request.text, voice=voice, speed=request.speed))
+        audio = await self.batcher.infer(job)
         body = await asyncio.get_running_loop().run_in_executor(
             self._encoder, encode, audio, self.engine.sample_rate, request.response_format
         )
@@ -133,56 +150,54 @@ class SpeechService:
         self._check_accepting()
         voice = self.engine.resolve_voice(request.voice, request.text)
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[np.ndarray] = asyncio.Queue()
+        rate = self.engine.sample_rate
+        buffer = StreamBuffer(loop, max_samples=round(self.settings.stream_buffer_s * rate), sample_rate=rate)
+        job = Job(SynthesisItem(text=request.text, voice=voice, speed=request.speed), stream=buffer)
+        entry = self.batcher.submit(job)  # a full queue is reported here, before any response
+        result = loop.create_task(self.batcher.result(entry))
 
-        def sink(chunk: np.ndarray) -> None:  # called on the worker thread
-            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+        def finished(task: asyncio.Task) -> None:
+            buffer.end()  # the worker put every chunk into the buffer before the result was set
+            if not task.cancelled():
+                task.exception()  # retrieved: chunks() re-raises it when the reader is still there
 
-        item = SynthesisItem(text=request.text, voice=voice, speed=request.speed, sink=sink)
-        entry = self.batcher.submit(item)  # a full queue is reported here, before any response
-        task = loop.create_task(self.batcher.result(entry))
-        encoder = StreamEncoder(request.response_format, self.engine.sample_rate)
+        result.add_done_callback(finished)
+        encoder = StreamEncoder(request.response_format, rate)
 
-        async def chunks() -> AsyncIterator[bytes]:
-            first = True
+        async def chunks() -> AsyncGenerator[bytes, None]:
             try:
-                while True:
-                    getter = loop.create_task(queue.get())
-                    await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
-                    finished = not getter.done()  # the batch ended and no chunk is waiting
-                    if finished:
-                        getter.cancel()
-                        # The worker posted every chunk before the batch's result: drain them.
-                        pending = [queue.get_nowait() for _ in range(queue.qsize())]
-                    else:
-                        pending = [getter.result()]
-                    for chunk in pending:
-                        if first:
-                            self.metrics.time_to_first_audio.observe(time.perf_counter() - arrived)
-                            first = False
-                        yield await loop.run_in_executor(self._encoder, encoder.encode, chunk)
-                    if finished:
-                        task.result()  # raises the request's error
-                        yield encoder.finish()
-                        return
+                first = True
+                while (chunk := await buffer.get()) is not None:
+                    if first:
+                        self.metrics.time_to_first_audio.observe(time.perf_counter() - arrived)
+                        first = False
+                    yield await loop.run_in_executor(self._encoder, encoder.encode, chunk)
+                await result  # raises the request's error
+                yield encoder.finish()
             finally:
-                if not task.done():
-                    task.cancel()
+                # Closed early (the client went away, or the stream failed): leave the queue, or
+                # tell the engine nobody listens, and free what was buffered.
+                buffer.close()
+                self.batcher.cancel(entry)  # also when its result task never got to run
+                if not result.done():
+                    result.cancel()
 
-        return SpeechStream(voice.id, chunks())
+        return SpeechStream(voice.id, chunks(), buffer)
 
     def _check_accepting(self) -> None:
-        if self.state in (State.DRAINING, State.STOPPED):
+        if self.state in (ServiceState.DRAINING, ServiceState.STOPPED):
             raise Draining("the service is shutting down and takes no new requests")
-        if self.state is not State.READY:
-            raise NotReady(f"the service is {self.state.value}, not ready yet", retry_after_s=5)
+        if self.state is ServiceState.FAILED:
+            raise NotReady(f"this replica's engine failed and it awaits a restart ({self.failure}); retry")
+        if self.state is not ServiceState.READY:
+            raise NotReady(f"the service is {self.state.value}, not ready yet")
 
     async def drain(self) -> None:
         """Stop taking requests and finish the queued and in-flight ones (bounded in time)."""
-        if self.state in (State.DRAINING, State.STOPPED):
+        if self.state in (ServiceState.DRAINING, ServiceState.STOPPED):
             return
-        was_running = self.state is State.READY
-        self.state = State.DRAINING
+        was_running = self.state is ServiceState.READY
+        self.state = ServiceState.DRAINING
         self.metrics.ready.set(0)
         if was_running:
             log.info("draining: %d queued, %d in flight", self.batcher.queue_depth, self.batcher.in_flight)
@@ -191,9 +206,9 @@ class SpeechService:
     async def close(self) -> None:
         """Drain, then release the engine and the threads."""
         await self.drain()
-        if self.state is State.STOPPED:
+        if self.state is ServiceState.STOPPED:
             return
-        self.state = State.STOPPED
+        self.state = ServiceState.STOPPED
         self.engine.interrupt()  # a generation still running after the drain timeout stops early
         try:
             await self.worker.close()

@@ -6,7 +6,15 @@ close -- goes through a single-thread executor.  The event loop never blocks on 
 engine: the batcher awaits :meth:`InferenceWorker.synthesize`.
 
 The worker also checks what the engine returns: one array per item, 1-D, finite.  A
-bad array fails only its own request (a NaN in one row does not fail the batch).
+bad array fails only its own request (a NaN in one row does not fail the batch).  And it
+says what an engine's exception means (:mod:`.engines.failures`): an
+:class:`~tts_service.errors.OutOfMemory` or a plain :class:`~tts_service.errors.EngineError`
+is retried in halves by the batcher, an :class:`~tts_service.errors.EngineFailed` (a broken
+device) ends the service's engine.
+
+The batcher's items are jobs (:class:`Job`): the engine's :class:`SynthesisItem` plus, for a
+streamed request, the :class:`~tts_service.stream_buffer.StreamBuffer` its chunks go to.
+Delivery is the worker's business; engines only make audio.
 """
 
 from __future__ import annotations
@@ -16,14 +24,25 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 
 from .engines.base import Engine, SynthesisItem
-from .errors import EngineError, TTSError
+from .engines.failures import Failure
+from .errors import ClientDisconnected, EngineError, EngineFailed, OutOfMemory, StreamBufferFull, TTSError
 from .metrics import Metrics
+from .stream_buffer import StreamBuffer
 
 log = logging.getLogger("tts_service.worker")
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's work: what to synthesize, and where a stream's chunks go (None: whole)."""
+
+    item: SynthesisItem
+    stream: StreamBuffer | None = None
 
 
 class InferenceWorker:
@@ -48,51 +67,65 @@ class InferenceWorker:
             log.info("engine %s warmed up in %.2fs", self.engine.name, time.perf_counter() - loaded)
         return loaded - started, time.perf_counter() - loaded
 
-    async def synthesize(self, items: list[SynthesisItem]) -> list[np.ndarray | TTSError | int]:
+    async def synthesize(self, jobs: list[Job]) -> list[np.ndarray | TTSError | int]:
         """The batcher's ``process``: one engine call on the worker thread.
 
-        A batch of streamed items (they carry a ``sink``; the batcher never mixes them with
-        others) is fed to their sinks chunk by chunk; each item's result is then its
-        number of samples instead of its audio.
+        A batch of streamed jobs (the batcher never mixes them with whole ones) feeds each
+        job's stream chunk by chunk; each job's result is then its number of samples.
         """
-        if items and items[0].sink is not None:
-            return await self._run(self._stream_checked, items)
-        return await self._run(self._synthesize_checked, items)
+        if jobs and jobs[0].stream is not None:
+            return await self._run(self._stream_checked, jobs)
+        return await self._run(self._synthesize_checked, [job.item for job in jobs])
 
-    def _stream_checked(self, items: Sequence[SynthesisItem]) -> list[int | TTSError]:
-        """Run ``engine.synthesize_stream`` and pass each item's chunks to its sink.
+    def _stream_checked(self, jobs: Sequence[Job]) -> list[int | TTSError]:
+        """Run ``engine.synthesize_stream`` and put each job's chunks into its stream.
 
         Before any chunk has gone out a failure is raised (the batcher may retry the batch
         in halves; nothing is duplicated).  After that a failure can only end the streams:
-        every unfinished item gets the error.  A malformed chunk fails its own item only.
+        every unfinished job gets the error -- except a broken device, which is raised so
+        the batcher ends the engine.  A malformed chunk fails its own job only.  A stream
+        nobody reads any more (client gone, or cut off for reading too slowly) gets no more
+        audio, and once no stream of the batch is read the generation is stopped.
         """
+        streams: list[StreamBuffer] = []
+        for job in jobs:
+            assert job.stream is not None, "streamed and whole jobs never share a batch"
+            streams.append(job.stream)
         started = time.perf_counter()
-        totals: list[int | TTSError] = [0] * len(items)
+        samples = [0] * len(jobs)
+        errors: list[TTSError | None] = [None] * len(jobs)
         emitted = False
+        chunk_steps = self.engine.synthesize_stream(
+            [job.item for job in jobs], wanted=lambda i: streams[i].wanted
+        )
         try:
-            for chunks in self.engine.synthesize_stream(items):
-                if len(chunks) != len(items):
-                    raise EngineError(f"the engine streamed {len(chunks)} chunks for {len(items)} items")
-                for i, (item, chunk) in enumerate(zip(items, chunks, strict=True)):
-                    if isinstance(totals[i], TTSError) or chunk.size == 0:
+            for chunks in chunk_steps:
+                if len(chunks) != len(jobs):
+                    raise EngineError(f"the engine streamed {len(chunks)} chunks for {len(jobs)} items")
+                for i, (stream, chunk) in enumerate(zip(streams, chunks, strict=True)):
+                    if errors[i] is not None or chunk.size == 0:
                         continue
                     checked = self._check(chunk)
                     if isinstance(checked, TTSError):
-                        totals[i] = checked
-                        continue
-                    assert item.sink is not None
-                    item.sink(checked)
-                    totals[i] += checked.size  # type: ignore[operator]
-                    emitted = True
+                        errors[i] = checked
+                    elif stream.put(checked):
+                        samples[i] += checked.size
+                        emitted = True
+                    else:
+                        errors[i] = _unread(stream)
+                if not any(stream.wanted for stream in streams):
+                    log.info("stopping a streamed batch of %d: no stream is read any more", len(jobs))
+                    break
         except Exception as exc:
-            error = exc if isinstance(exc, TTSError) else _engine_error(exc)
-            if not emitted:
+            error = self._engine_error(exc)
+            if not emitted or isinstance(error, EngineFailed):
                 raise error from exc
-            log.warning("streamed batch of %d failed after audio was sent: %s", len(items), error)
-            return [t if isinstance(t, TTSError) else error for t in totals]
+            log.warning("streamed batch of %d failed after audio was sent: %s", len(jobs), error)
+            return [e or error for e in errors]
         finally:
+            chunk_steps.close()  # stops a generation left early, releasing what it holds
             self._observe(time.perf_counter() - started)
-        return totals
+        return [e or n for e, n in zip(errors, samples, strict=True)]
 
     def _observe(self, seconds: float) -> None:
         if self._metrics is None:
@@ -107,16 +140,26 @@ class InferenceWorker:
         started = time.perf_counter()
         try:
             arrays = self.engine.synthesize(items)
-        except TTSError:
-            raise
         except Exception as exc:
-            raise _engine_error(exc) from exc
+            raise self._engine_error(exc) from exc
         finally:
             self._observe(time.perf_counter() - started)
         if len(arrays) != len(items):
             # The batcher retries the items one by one after this.
             raise EngineError(f"the engine returned {len(arrays)} results for {len(items)} items")
         return [self._check(array) for array in arrays]
+
+    def _engine_error(self, exc: Exception) -> TTSError:
+        """An engine's exception as the error its requests get, classified by the engine."""
+        if isinstance(exc, TTSError):
+            return exc
+        detail = f"{type(exc).__name__}: {exc}"
+        kind = self.engine.classify_failure(exc)
+        if kind is Failure.DEVICE:
+            return EngineFailed(f"the engine's device failed and the engine cannot continue: {detail}")
+        if kind is Failure.OUT_OF_MEMORY:
+            return OutOfMemory(f"synthesis ran out of memory: {detail}")
+        return EngineError(f"synthesis failed: {detail}")
 
     def _check(self, array: object) -> np.ndarray | TTSError:
         if not isinstance(array, np.ndarray) or array.ndim != 1:
@@ -135,6 +178,8 @@ class InferenceWorker:
             self._executor.shutdown(wait=True)
 
 
-def _engine_error(exc: Exception) -> EngineError:
-    """An engine's own exception as the error its requests get (a 500 that says what happened)."""
-    return EngineError(f"synthesis failed: {type(exc).__name__}: {exc}")
+def _unread(stream: StreamBuffer) -> TTSError:
+    """What a job whose stream nobody reads any more ends with."""
+    if stream.overflowed:
+        return StreamBufferFull("the stream was cut off: its client read too slowly")
+    return ClientDisconnected("the client went away before the stream ended")

@@ -4,17 +4,19 @@ An engine instance is owned by exactly one inference worker thread: ``load``,
 ``warmup``, ``synthesize`` and ``close`` are only ever called from that thread, one at
 a time, so an engine needs no locking of its own.  ``resolve_voice`` and ``batch_key``
 are called on the event loop and must therefore be cheap and touch only immutable data.
+Engines make audio; where it goes (a response, a stream) is the worker's business.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..text_normalization import Language
+from .failures import Failure, classify_failure
 
 SAMPLE_RATE = 24_000
 
@@ -60,8 +62,10 @@ class SynthesisItem:
     text: str
     voice: ResolvedVoice
     speed: float = 1.0
-    # Set for a streamed request: called (from the worker thread) with each audio chunk.
-    sink: Callable[[np.ndarray], None] | None = field(default=None, compare=False, repr=False)
+
+
+def _every_row(row: int) -> bool:
+    return True
 
 
 class Engine(abc.ABC):
@@ -100,13 +104,22 @@ class Engine(abc.ABC):
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
         """One float32 mono 24 kHz array per item, in the order given."""
 
-    def synthesize_stream(self, items: Sequence[SynthesisItem]) -> Iterator[list[np.ndarray]]:
+    def synthesize_stream(
+        self, items: Sequence[SynthesisItem], wanted: Callable[[int], bool] = _every_row
+    ) -> Iterator[list[np.ndarray]]:
         """Audio as it is made: each step yields one (possibly empty) chunk per item, in order.
 
-        Concatenating an item's chunks gives its whole audio.  The default makes it all at
-        once; engines that can do better yield earlier.
+        Concatenating an item's chunks gives its whole audio.  ``wanted(i)`` turns false once
+        nobody listens to item ``i`` any more (its client went away): an engine that can
+        should stop working on it and yield empty chunks for it.  The caller closes the
+        iterator when no item is wanted.  The default makes it all at once; engines that can
+        do better yield earlier.
         """
         yield self.synthesize(items)
+
+    def classify_failure(self, error: BaseException) -> Failure:
+        """What an exception from ``synthesize`` means for the batch (see :mod:`.failures`)."""
+        return classify_failure(error)
 
     def device_memory(self) -> tuple[int, int] | None:
         """(allocated, reserved) bytes on the accelerator after the last call; None on a CPU."""

@@ -32,11 +32,12 @@ other rows of its batch.  Determinism is only promised for a request served alon
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from ..settings import Settings
 from ..text_normalization import TextNormalizer, detect_language
 from . import chattts_model, chattts_voices
 from .base import Engine, ResolvedVoice, SynthesisItem, VoiceInfo
+from .failures import Failure
 
 log = logging.getLogger("tts_service.engines.chattts")
 
@@ -118,7 +120,9 @@ class ChatTTSEngine(Engine):
         self._chat: Any = None
         self._embeddings: dict[str, str] = {}
         self._normalizer: TextNormalizer | None = None
-        self._holder = None
+        self._temp_root = (
+            None  # a TemporaryDirectory holding ChatTTS's view of the weights, if one was needed
+        )
         self.device: Any = None
         self.last_batch = BatchStats()
 
@@ -159,7 +163,7 @@ class ChatTTSEngine(Engine):
         chat.config = chattts_model.fresh_config(Config(), geometry)
         official = self._sha256_map or chat.sha256_map
         chat.sha256_map = chattts_model.verify(asset, official, check_hashes=s.model_verify)
-        root, self._holder = chattts_model.chattts_root(asset)
+        root, self._temp_root = chattts_model.chattts_root(asset)
         if s.compile and self.device.type != "cuda":
             log.warning("TTS_COMPILE is on but the device is %s: ChatTTS compiles on CUDA only", self.device)
         if not chat.load(source="custom", custom_path=str(root), device=self.device, compile=s.compile):
@@ -229,7 +233,25 @@ class ChatTTSEngine(Engine):
             self._generate([SynthesisItem("热身一下。", voice)] * size, max_new_token=MIN_TOKEN_BUDGET)
 
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
-        return self._generate(items)
+        with self._releasing_memory_on_oom():
+            return self._generate(items)
+
+    @contextlib.contextmanager
+    def _releasing_memory_on_oom(self):
+        """After a CUDA out-of-memory error, hand torch's cached blocks back before the
+        batcher retries the batch in halves, so the smaller batch finds the memory free."""
+        try:
+            yield
+        except Exception as exc:
+            if (
+                self.device is not None
+                and self.device.type == "cuda"
+                and self.classify_failure(exc) is Failure.OUT_OF_MEMORY
+            ):
+                import torch
+
+                torch.cuda.empty_cache()
+            raise
 
     def _prepare(self, items: Sequence[SynthesisItem], max_new_token: int | None):
         """Texts (refined if enabled) and fresh InferCodeParams for one batch."""
@@ -288,14 +310,25 @@ class ChatTTSEngine(Engine):
         self._record(len(items), lengths, params.max_new_token, sum(r.size for r in rows), started)
         return rows
 
-    def synthesize_stream(self, items: Sequence[SynthesisItem]) -> Iterator[list[np.ndarray]]:
+    def synthesize_stream(
+        self, items: Sequence[SynthesisItem], wanted: Callable[[int], bool] = lambda i: True
+    ) -> Iterator[list[np.ndarray]]:
         """Chunks as ChatTTS generates (every ``stream_batch`` = 24 tokens, ~0.5 s of audio).
 
         Each step decodes every row's tokens so far and sends what is new, holding back the
         last :data:`STREAM_HOLDBACK_TOKENS` tokens' worth of samples, which the next tokens
         still change (decoder and vocoder context); the final step sends the rest.  An
         item's chunks add up to exactly what :meth:`synthesize` would return for it.
+
+        ``wanted`` is not consulted per row: ChatTTS 0.2.5 generates every row of a batch to
+        the end, so a row nobody listens to keeps its slot until its batch-mates finish.  The
+        worker closes this generator once no row is wanted, which stops the generation at
+        the next step.
         """
+        with self._releasing_memory_on_oom():
+            yield from self._stream(items)
+
+    def _stream(self, items: Sequence[SynthesisItem]) -> Iterator[list[np.ndarray]]:
         import torch
 
         started = time.perf_counter()
@@ -352,6 +385,6 @@ class ChatTTSEngine(Engine):
         if self._chat is not None:
             self._chat.unload()
             self._chat = None
-        if self._holder is not None:
-            self._holder.cleanup()
-            self._holder = None
+        if self._temp_root is not None:
+            self._temp_root.cleanup()
+            self._temp_root = None

@@ -49,7 +49,6 @@ MODEL_FILES: tuple[tuple[str, str], ...] = (
 class ModelError(TTSError):
     """The model directory cannot be used; the message says what to fix."""
 
-    status = 500
     code = "model_error"
 
 

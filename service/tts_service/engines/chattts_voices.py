@@ -58,8 +58,7 @@ def resolve(requested: str, specs: dict[str, VoiceSpec], aliases: dict[str, str]
         return aliases[name]
     raise UnknownVoice(
         f"unknown voice {requested!r}: use one of {', '.join(specs)}, one of the OpenAI names "
-        f"{', '.join(aliases)}, or leave it out for the default (TTS_VOICES adds voices)",
-        param="voice",
+        f"{', '.join(aliases)}, or leave it out for the default (TTS_VOICES adds voices)"
     )
 
 

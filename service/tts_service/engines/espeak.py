@@ -8,7 +8,7 @@ eSpeak makes 22 050 Hz audio; it is resampled to the service's 24 kHz with soxr.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -85,8 +85,7 @@ class EspeakEngine(Engine):
             f"unknown voice {requested!r}: use one of {', '.join(LANGUAGE_VOICES)} "
             f"(optionally with a variant such as '+f2' or '+m3'), one of the OpenAI names "
             f"{', '.join(OPENAI_ALIASES)}, or leave it out to choose by the text's script "
-            f"(GET /v1/voices lists them all)",
-            param="voice",
+            f"(GET /v1/voices lists them all)"
         )
 
     def load(self) -> None:
@@ -96,15 +95,18 @@ class EspeakEngine(Engine):
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
         return [self._synthesize_one(item) for item in items]
 
-    def synthesize_stream(self, items: Sequence[SynthesisItem]) -> Iterator[list[np.ndarray]]:
-        """Sentence by sentence: step k carries each item's k-th sentence (empty when done)."""
+    def synthesize_stream(
+        self, items: Sequence[SynthesisItem], wanted: Callable[[int], bool] = lambda i: True
+    ) -> Iterator[list[np.ndarray]]:
+        """Sentence by sentence: step k carries each item's k-th sentence (empty when done,
+        and for an item nobody listens to any more: its remaining sentences are skipped)."""
         sentences = [split_sentences(item.text) or [item.text] for item in items]
         for step in range(max(len(s) for s in sentences)):
             yield [
                 self._synthesize_one(replace(item, text=parts[step]))
-                if step < len(parts)
+                if step < len(parts) and wanted(i)
                 else np.zeros(0, dtype=np.float32)
-                for item, parts in zip(items, sentences, strict=True)
+                for i, (item, parts) in enumerate(zip(items, sentences, strict=True))
             ]
 
     def _synthesize_one(self, item: SynthesisItem) -> np.ndarray:
