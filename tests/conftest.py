@@ -1,7 +1,8 @@
-"""Shared fixtures: settings, a loaded espeak engine, and a running service app."""
+"""Shared fixtures: settings, a loaded espeak engine, a running service app, and the real cluster."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -69,3 +70,32 @@ def make_service_client(aiohttp_client) -> Callable:
 @pytest.fixture
 async def client(make_client) -> AsyncIterator:
     return await make_client()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory, request):
+    """The real control plane with the chart installed (session-wide; each test takes a namespace).
+
+    Skipped only where the control plane was not built (``scripts/install-control-plane.sh``);
+    ``./dev test`` builds it and sets KUBETTS_REQUIRE_CONTROL_PLANE, which turns a missing
+    build into a failure.  Logs stay in the printed directory.
+    """
+    import control_plane
+    from kube_cluster import start_cluster
+
+    missing = control_plane.missing_binaries()
+    if missing:
+        message = (
+            f"the control plane is not built ({', '.join(missing)}): run scripts/install-control-plane.sh"
+        )
+        if os.environ.get("KUBETTS_REQUIRE_CONTROL_PLANE"):
+            pytest.fail(message)
+        pytest.skip(message)
+    workdir = tmp_path_factory.mktemp("cluster")
+    plane = control_plane.start_control_plane(workdir)
+    try:
+        yield start_cluster(plane, workdir)
+    finally:
+        plane.stop()
+        if request.session.testsfailed:
+            print(f"\ncontrol plane logs (etcd, kube-apiserver, ..., audit.log): {workdir}")

@@ -1,21 +1,26 @@
-"""A Kubernetes API double for operator tests: kmock's emulator plus what kopf needs.
+"""A Kubernetes API double for the operator tests that inject faults: kmock's emulator plus what
+the operator needs.
 
-No real kube-apiserver can be installed here, so the real operator (kopf) runs against
-kmock's ``KubernetesEmulator``, extended where kmock 0.8 lacks what kopf relies on:
+The operator's behaviour is tested on a real control plane (tests/control_plane.py); a real API
+server cannot be made to answer 500, 503 or 429, stall, or break a watch on demand, so those
+tests run against kmock's ``KubernetesEmulator``, extended where kmock 0.8 lacks what they need:
 
 * ``metadata.uid``, ``resourceVersion`` (one counter for the server), ``generation``
-  (bumped on spec changes) and ``creationTimestamp``; ``generateName`` (kopf's Events);
+  (bumped on spec changes) and ``creationTimestamp``; ``generateName`` (Events);
 * create answers 201; a 409 when the name is taken;
 * PATCH understands JSON merge patch and JSON patch (RFC 6902; a failing ``test`` op is
-  a 422, which kopf's optimistic concurrency depends on);
+  a 422, which kopf's optimistic concurrency depends on), and takes a server-side apply
+  (``application/apply-patch+yaml``) as create-if-absent, else a merge -- an approximation
+  without field ownership: the real semantics are tested on the real control plane;
 * for resources with a status subresource, ``status`` is stored apart: a patch of the
   object ignores it, a patch of ``/status`` changes only it;
 * list responses carry ``kind`` and the current ``resourceVersion``; watch streams send
   only objects newer than the ``resourceVersion`` asked for, then new events.
 
-It has no garbage collection, no server-side apply, no PUT and no label selectors:
-tests must not pretend otherwise.  It runs in its own thread with its own event loop,
-so kopf (in another thread, via ``KopfRunner``) and the test talk to it over HTTP only.
+It has no garbage collection, no field ownership, no PUT, no label selectors and no RBAC:
+tests must not pretend otherwise.  It serves only the tests that inject faults a real API
+server cannot be made to produce (tests/test_operator_faults.py).  It runs in its own thread with its own event loop,
+so the operator (a process of its own) and the test talk to it over HTTP only.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ MONITORING = {
     "monitoring.coreos.com/v1/prometheusrules": dict(kind="PrometheusRule", namespaced=True, subresources=[]),
 }
 VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+APPLY = "application/apply-patch+yaml"
 
 
 class KubeAPIDouble(kmock.KubernetesEmulator):
@@ -56,7 +62,6 @@ class KubeAPIDouble(kmock.KubernetesEmulator):
 
     def _setup(self, monitoring: bool) -> None:
         self.faults: list[dict[str, Any]] = []  # injected by RunningAPI.inject(); consumed in order
-        self.calls: list[tuple[str, str, str, str]] = []  # (user agent, verb, group, resource[/sub])
         self._rv = 0
         self._status_subresource: set[str] = set()
         declared = {**RESOURCES, **(MONITORING if monitoring else {})}
@@ -71,22 +76,6 @@ class KubeAPIDouble(kmock.KubernetesEmulator):
 
     def _key(self, resource) -> str:
         return f"{resource.group + '/' if resource.group else ''}{resource.version}/{resource.plural}"
-
-    def _record(self, request: rendering.Request) -> None:
-        """Remember which verb on which resource each client used (for the RBAC test)."""
-        if request.resource is None or not request.resource.plural or request.action is None:
-            return  # discovery: allowed to every authenticated client
-        verb = {
-            enums.action.LIST: "list",
-            enums.action.WATCH: "watch",
-            enums.action.FETCH: "get",
-            enums.action.CREATE: "create",
-            enums.action.UPDATE: "patch",
-            enums.action.DELETE: "delete",
-        }[request.action]
-        resource = request.resource.plural + (f"/{request.subresource}" if request.subresource else "")
-        agent = request.headers.get("User-Agent", "")
-        self.calls.append((agent, verb, request.resource.group or "", resource))
 
     async def _inject_fault(self, request: rendering.Request) -> aiohttp.web.StreamResponse | None:
         """The first matching injected fault: an error status, or a delay before normal service."""
@@ -115,7 +104,6 @@ class KubeAPIDouble(kmock.KubernetesEmulator):
         return None
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
-        self._record(request)
         failure = await self._inject_fault(request)
         if failure is not None:
             return failure
@@ -137,7 +125,12 @@ class KubeAPIDouble(kmock.KubernetesEmulator):
 
     async def _write(self, request: rendering.Request) -> tuple[int, dict]:
         resource, key_name = request.resource, self._key(request.resource)
-        if request.action == enums.action.CREATE:
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
+        applying = request.action == enums.action.UPDATE and content_type == APPLY
+        absent = (resource, request.namespace, request.name) not in self._objects or self._objects[
+            (resource, request.namespace, request.name)
+        ].deleted
+        if request.action == enums.action.CREATE or (applying and absent):
             obj = copy.deepcopy(request.data or {})
             meta = obj.setdefault("metadata", {})
             if not meta.get("name") and meta.get("generateName"):
@@ -187,8 +180,7 @@ class KubeAPIDouble(kmock.KubernetesEmulator):
             await self._emit(resource, "DELETED", current)
             return 200, current
 
-        # UPDATE = PATCH
-        content_type = request.headers.get("Content-Type", "").split(";")[0].strip()
+        # UPDATE = PATCH (a server-side apply of an existing object is merged: see the docstring)
         if content_type == "application/json-patch+json":
             try:
                 patched = jsonpatch.apply_patch(current, request.data or [])
@@ -315,6 +307,19 @@ class RunningAPI:
         )
         self._loop.call_soon_threadsafe(self.handler.faults.append, fault)
         return fault
+
+    def kubeconfig(self, path) -> Any:
+        """A kubeconfig for the operator: the double over plain HTTP, a token it accepts."""
+        import yaml
+
+        document = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "double",
+            "clusters": [{"name": "double", "cluster": {"server": self.url}}],
+            "users": [{"name": "double", "user": {"token": "test"}}],
+            "contexts": [{"name": "double", "context": {"cluster": "double", "user": "double"}}],
+        }  # fmt: skip
+        path.write_text(yaml.safe_dump(document))
+        return path
 
     # -- a kubectl-like client --------------------------------------------------------
 

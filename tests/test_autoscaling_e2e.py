@@ -4,9 +4,10 @@ The espeak service runs as a process on 127.0.0.1; Prometheus scrapes it every s
 with the labels a ServiceMonitor would give it (namespace, service) and evaluates the
 operator's own p99 rule (built by the same function as the PrometheusRule, with a
 10 s window instead of 1 m so the test takes seconds).  Long texts from a few
-concurrent clients push p99 far above the target; the operator, reconciling against
-the API double, must raise the Deployment's replicas, and bring them back down after
-the load stops and the stabilization window passes.
+concurrent clients push p99 far above the target; the operator, running against the real
+control plane as the chart's ServiceAccount, must raise the Deployment's replicas (the
+controller-manager then creates the pods and kwok makes them ready), and bring them back down
+after the load stops and the stabilization window passes.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import urllib.request
 
 import pytest
 import yaml
-from kube_api import RunningAPI
+from kube_cluster import tts
 from monitoring import ALERTMANAGER, PROMETHEUS, PROMTOOL, alertmanager, firing_alerts, prometheus
-from operator_harness import DEPLOYMENTS, TTS, running_operator, tts_object, wait_for
+from operator_harness import running_operator, tts_object, wait_for
 from service_process import running_service
 from tts_operator.builders import rule_group
 from tts_operator.spec import parse_spec
@@ -32,7 +33,8 @@ pytestmark = pytest.mark.skipif(
     reason="Prometheus/Alertmanager not installed (./dev test installs them as root)",
 )
 
-NS, NAME, WINDOW = "default", "demo", "10s"
+NAME, WINDOW = "demo", "10s"
+NS = "default"  # for the promtool rule unit test (no cluster)
 LONG_TEXT = "This sentence makes the service work hard for its answer. " * 30
 
 
@@ -89,55 +91,58 @@ class Load:
             t.join(timeout=60)
 
 
-def replicas(api) -> int:
-    return api.get(f"{DEPLOYMENTS.format(ns=NS)}/{NAME}")["spec"]["replicas"]
+def replicas(cluster, ns) -> int:
+    return cluster.plane.get("deployment", NAME, "-n", ns)["spec"]["replicas"]
 
 
-def run_scenario(tmp_path, mode: str) -> None:
-    api = RunningAPI()
-    try:
-        with running_service(TTS_MAX_BATCH_SIZE="1", TTS_MAX_WAIT_MS="0", TTS_MAX_QUEUE_SIZE="64") as service:
-            target = service.url.removeprefix("http://")
-            labels = {"namespace": NS, "service": NAME}
-            groups = [rule_group(NAME, NS, parse_spec(autoscaled_spec(mode)), WINDOW)]
-            with running_operator(api, KUBETTS_OPERATOR_P99_WINDOW=WINDOW) as op:
-                if mode == "alerts":
-                    with (
-                        alertmanager(tmp_path, op.webhook_url) as am,
-                        prometheus(tmp_path, target, labels, groups, am) as prom,
-                    ):
-                        drive(api, service, prom, autoscaled_spec(mode))
-                else:
-                    with prometheus(tmp_path, target, labels, groups) as prom:
-                        drive(api, service, prom, autoscaled_spec(mode, prometheusURL=prom))
-    finally:
-        api.stop()
+def run_scenario(cluster, tmp_path, mode: str) -> None:
+    ns = cluster.namespace("scaling")
+    with running_service(TTS_MAX_BATCH_SIZE="1", TTS_MAX_WAIT_MS="0", TTS_MAX_QUEUE_SIZE="64") as service:
+        target = service.url.removeprefix("http://")
+        labels = {"namespace": ns, "service": NAME}
+        groups = [rule_group(NAME, ns, parse_spec(autoscaled_spec(mode)), WINDOW)]
+        with running_operator(
+            tmp_path, kubeconfig=cluster.operator_kubeconfig, env={"KUBETTS_OPERATOR_P99_WINDOW": WINDOW}
+        ) as op:
+            if mode == "alerts":
+                with (
+                    alertmanager(tmp_path, op.webhook_url) as am,
+                    prometheus(tmp_path, target, labels, groups, am) as prom,
+                ):
+                    drive(cluster, ns, service, prom, autoscaled_spec(mode))
+            else:
+                with prometheus(tmp_path, target, labels, groups) as prom:
+                    drive(cluster, ns, service, prom, autoscaled_spec(mode, prometheusURL=prom))
 
 
-def drive(api, service, prom, spec) -> None:
-    api.create(TTS.format(ns=NS), tts_object(NAME, spec))
-    wait_for(lambda: api.get(f"{DEPLOYMENTS.format(ns=NS)}/{NAME}"), what="the Deployment")
-    assert replicas(api) == 1
+def drive(cluster, ns, service, prom, spec) -> None:
+    cluster.plane.apply(tts_object(NAME, spec, ns))
+    wait_for(lambda: cluster.plane.get("deployment", NAME, "-n", ns), what="the Deployment")
+    assert replicas(cluster, ns) == 1
     load = Load(service.url)
     try:
-        wait_for(lambda: replicas(api) == 3, timeout=90, what="scale-out to maxReplicas under load")
+        wait_for(lambda: replicas(cluster, ns) == 3, timeout=90, what="scale-out to maxReplicas under load")
         if spec["autoscaling"]["mode"] == "alerts":
             assert firing_alerts(prom), "the p99 alert should be firing"
-        status = api.get(f"{TTS.format(ns=NS)}/{NAME}")["status"]["autoscaler"]
+        status = tts(cluster, NAME, ns)["status"]["autoscaler"]
         assert "scaled out" in status["lastScaleReason"]
+        # The controller-manager made the pods and the fake node made them ready: the status says so.
+        wait_for(
+            lambda: tts(cluster, NAME, ns)["status"].get("readyReplicas") == 3, what="three ready replicas"
+        )
     finally:
         load.stop()
-    wait_for(lambda: replicas(api) == 1, timeout=120, what="scale-in after the load stopped")
-    status = api.get(f"{TTS.format(ns=NS)}/{NAME}")["status"]["autoscaler"]
+    wait_for(lambda: replicas(cluster, ns) == 1, timeout=120, what="scale-in after the load stopped")
+    status = tts(cluster, NAME, ns)["status"]["autoscaler"]
     assert "scaled in" in status["lastScaleReason"]
 
 
-def test_alertmanager_driven_scaling(tmp_path):
-    run_scenario(tmp_path, "alerts")
+def test_alertmanager_driven_scaling(cluster, tmp_path):
+    run_scenario(cluster, tmp_path, "alerts")
 
 
-def test_poll_driven_scaling(tmp_path):
-    run_scenario(tmp_path, "poll")
+def test_poll_driven_scaling(cluster, tmp_path):
+    run_scenario(cluster, tmp_path, "poll")
 
 
 # -- promtool ------------------------------------------------------------------------------

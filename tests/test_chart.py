@@ -49,8 +49,6 @@ TOGGLES = {
         "--set",
         "exampleTTSService.enabled=true",
         "--set",
-        "operator.peering.enabled=true",
-        "--set",
         "operator.webhook.tokenSecret=am-token",
         "--set",
         "prometheus.url=http://prometheus:9090",
@@ -100,19 +98,16 @@ def test_chart_crd_is_the_operators_crd():
 EXPECTED_RULES = {
     ("kubetts.io", "ttsservices"): {"get", "list", "watch", "patch"},
     ("kubetts.io", "ttsservices/status"): {"patch"},
+    ("kubetts.io", "ttsservices/finalizers"): {"update"},
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
     ("", "services"): {"get", "list", "watch", "create", "patch"},
     ("", "events"): {"create"},
-    ("events.k8s.io", "events"): {"create"},
 }
 MONITORING_RULES = {
     ("monitoring.coreos.com", "servicemonitors"): {"get", "create", "patch"},
     ("monitoring.coreos.com", "prometheusrules"): {"get", "create", "patch"},
 }
-PEERING_RULES = {
-    ("kopf.dev", "kopfpeerings"): {"get", "list", "watch", "patch"},
-    ("kopf.dev", "clusterkopfpeerings"): {"get", "list", "watch", "patch"},
-}
+LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
 
 
 def granted(role: dict) -> dict[tuple[str, str], set[str]]:
@@ -130,7 +125,7 @@ def granted(role: dict) -> dict[tuple[str, str], set[str]]:
     [
         ("defaults", {**EXPECTED_RULES, **MONITORING_RULES}),
         ("minimal", EXPECTED_RULES),
-        ("everything", {**EXPECTED_RULES, **MONITORING_RULES, **PEERING_RULES}),
+        ("everything", {**EXPECTED_RULES, **MONITORING_RULES}),
     ],
 )
 def test_rbac_grants_exactly_what_the_operator_uses(toggle, expected):
@@ -144,13 +139,24 @@ def test_rbac_grants_exactly_what_the_operator_uses(toggle, expected):
     ]
     (deployment,) = by_kind(docs, "Deployment")
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    # Leader election: the Lease only, only in the release's namespace, for the same account.
+    (lease_role,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-leader-election")]
+    assert lease_role["metadata"]["namespace"] == "kubetts-system" and granted(lease_role) == LEASE_RULES
+    (lease_binding,) = [
+        b for b in by_kind(docs, "RoleBinding") if b["roleRef"]["name"] == lease_role["metadata"]["name"]
+    ]
+    assert lease_binding["subjects"] == binding["subjects"]
 
 
 def test_namespaced_watching_uses_roles_and_namespace_flags():
     docs = render(*TOGGLES["namespaced"])
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
-    assert {r["metadata"]["namespace"] for r in by_kind(docs, "Role")} == {"tts", "voice"}
-    assert {b["metadata"]["namespace"] for b in by_kind(docs, "RoleBinding")} == {"tts", "voice"}
+    watching = [r for r in by_kind(docs, "Role") if not r["metadata"]["name"].endswith("-leader-election")]
+    assert {r["metadata"]["namespace"] for r in watching} == {"tts", "voice"}
+    bindings = [
+        b for b in by_kind(docs, "RoleBinding") if not b["metadata"]["name"].endswith("-leader-election")
+    ]
+    assert {b["metadata"]["namespace"] for b in bindings} == {"tts", "voice"}
     args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=tts" in args and "--namespace=voice" in args and "--all-namespaces" not in args
 
@@ -161,7 +167,12 @@ def test_operator_deployment_defaults():
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "kubetts/operator:0.1.0"
-    assert "--standalone" in container["args"] and "--all-namespaces" in container["args"]
+    assert "--all-namespaces" in container["args"]
+    assert "--leader-election-namespace=$(POD_NAMESPACE)" in container["args"]
+    downward = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e
+    }
+    assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KUBETTS_OPERATOR_WEBHOOK_PORT"] == "8081" and env["KUBETTS_OPERATOR_MONITORING"] == "true"
     sc = container["securityContext"]
@@ -190,7 +201,6 @@ def test_everything_toggle():
 
     assert validate_spec(parse_spec(example["spec"])) == []
     container = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
-    assert "--peering=kubetts" in container["args"]
     token = next(e for e in container["env"] if e["name"] == "KUBETTS_OPERATOR_WEBHOOK_TOKEN")
     assert token["valueFrom"]["secretKeyRef"] == {"name": "am-token", "key": "token"}
 

@@ -1,322 +1,382 @@
-"""The real kopf operator against the Kubernetes API double: reconcile, repair, status, scaling."""
+"""The operator on a real control plane: reconcile, server-side apply, status, scaling, deletion, errors.
+
+One ``kubetts-operator`` process for the module, authenticated as the chart's ServiceAccount,
+so the API server enforces the chart's RBAC on every call; each test works in a namespace of
+its own.  Users' steps go through the real ``kubectl``.
+"""
 
 from __future__ import annotations
 
+import json
+import urllib.parse
+
 import pytest
-from kube_api import RunningAPI
-from operator_harness import DEPLOYMENTS, SERVICES, TTS, running_operator, tts_object, wait_for
+import yaml
+from kube_cluster import ROOT, condition, dump, tts
+from operator_harness import running_operator, tts_object, wait_for
+from tts_operator.builders import label_selector
 from tts_service.settings import Settings
 
-NS = "default"
+EXAMPLES = ROOT / "manifests" / "examples"
+CHILD_KINDS = ("deployment", "service", "servicemonitor", "prometheusrule", "ttsservice")
+
+
+@pytest.fixture(scope="module")
+def operator(cluster, tmp_path_factory):
+    with running_operator(tmp_path_factory.mktemp("operator"), kubeconfig=cluster.operator_kubeconfig) as op:
+        yield op
 
 
 @pytest.fixture
-def api():
-    running = RunningAPI()
-    yield running
-    running.stop()
+def ns(cluster, operator):
+    return cluster.namespace()
 
 
-def deployment(api, name="demo"):
-    return api.get(f"{DEPLOYMENTS.format(ns=NS)}/{name}")
-
-
-def tts(api, name="demo"):
-    return api.get(f"{TTS.format(ns=NS)}/{name}")
+def deployment(cluster, ns, name="demo"):
+    return cluster.plane.get("deployment", name, "-n", ns)
 
 
 def env_of(dep) -> dict[str, str]:
-    return {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    # The API server drops empty values ("value: \"\"" is stored as no value): both mean "".
+    return {e["name"]: e.get("value", "") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
-def condition(obj, kind):
-    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == kind), None)
+def running(cluster, ns, name="demo"):
+    obj = tts(cluster, name, ns)
+    return obj if (obj or {}).get("status", {}).get("phase") == "Running" else None
 
 
-def test_create_builds_children_and_writes_status(api):
-    with running_operator(api) as op:
-        created = api.create(TTS.format(ns=NS), tts_object("demo", {"batching": {"maxBatchSize": 4}}))
-        dep = wait_for(lambda: deployment(api), what="the Deployment")
-        svc = wait_for(lambda: api.get(f"{SERVICES.format(ns=NS)}/demo"), what="the Service")
-        for child in (dep, svc):
-            (owner,) = child["metadata"]["ownerReferences"]
-            assert owner["uid"] == created["metadata"]["uid"] and owner["kind"] == "TTSService"
-            assert owner["controller"] is True
-        settings = Settings.from_env({k: v for k, v in env_of(dep).items() if k.startswith("TTS_")})
-        assert settings.max_batch_size == 4 and settings.engine == "espeak" and settings.host == "0.0.0.0"
-        assert dep["spec"]["replicas"] == 1
-        container = dep["spec"]["template"]["spec"]["containers"][0]
-        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-        assert svc["spec"]["ports"][0]["name"] == "http"
-        obj = wait_for(lambda: (o := tts(api)) and o.get("status", {}).get("endpoint") and o, what="status")
-        assert obj["status"]["endpoint"] == "http://demo.default.svc:8080"
-        assert obj["status"]["observedGeneration"] == 1 and obj["status"]["phase"] == "Pending"
-        assert (
-            condition(obj, "Ready")["status"] == "False" and condition(obj, "Degraded")["status"] == "False"
-        )
-        messages = wait_for(lambda: op.event_messages("Reconciled"), what="events")
-        assert "created Deployment/demo" in messages and "created Service/demo" in messages
-        # No monitoring CRDs in this cluster: no ServiceMonitor was attempted.
-        assert all("ServiceMonitor" not in m for m in messages)
+def events(cluster, ns, reason=None) -> list[dict]:
+    items = (cluster.plane.get("events", "-n", ns) or {}).get("items", [])
+    return [e for e in items if reason is None or e.get("reason") == reason]
 
 
-def test_ready_replicas_make_it_running(api):
-    with running_operator(api):
-        api.create(TTS.format(ns=NS), tts_object("demo", {}))
-        wait_for(lambda: deployment(api), what="the Deployment")
-        # What the Deployment controller would do once a pod is ready.
-        api.request(
-            "PATCH",
-            f"{DEPLOYMENTS.format(ns=NS)}/demo/status",
-            {"status": {"replicas": 1, "readyReplicas": 1}},
-            "application/merge-patch+json",
-        )
-        obj = wait_for(
-            lambda: (o := tts(api)) and (o.get("status") or {}).get("phase") == "Running" and o,
-            what="Running",
-        )
-        assert obj["status"]["readyReplicas"] == 1 and condition(obj, "Ready")["status"] == "True"
+def applies(cluster, path: str) -> int:
+    """How many server-side applies the operator sent to ``path`` (the API server's audit log)."""
+    return sum(
+        1
+        for e in cluster.audit()
+        if e["verb"] == "patch" and urllib.parse.urlsplit(e["requestURI"]).path == path
+    )
 
 
-def test_spec_update_patches_children(api):
-    with running_operator(api):
-        api.create(TTS.format(ns=NS), tts_object("demo", {}))
-        wait_for(lambda: deployment(api), what="the Deployment")
-        api.patch(f"{TTS.format(ns=NS)}/demo", {"spec": {"batching": {"maxWaitMs": 5}, "replicas": 3}})
-        dep = wait_for(
-            lambda: (d := deployment(api)) and env_of(d)["TTS_MAX_WAIT_MS"] == "5" and d, what="patch"
-        )
-        assert dep["spec"]["replicas"] == 3
-        wait_for(
-            lambda: (tts(api).get("status") or {}).get("observedGeneration") == 2, what="observedGeneration 2"
-        )
+def test_users_apply_the_example_and_get_a_running_service(cluster, operator):
+    """As the README says: create the namespace, apply the example, watch it with kubectl get tts."""
+    example = yaml.safe_load((EXAMPLES / "espeak-cpu.yaml").read_text())
+    ns, name = example["metadata"]["namespace"], example["metadata"]["name"]
+    cluster.plane.kubectl("create", "namespace", ns)
+    cluster.plane.kubectl("apply", "-f", str(EXAMPLES / "espeak-cpu.yaml"))
+    obj = wait_for(lambda: running(cluster, ns, name), what="the example to be Running")
+    dep, svc = deployment(cluster, ns, name), cluster.plane.get("service", name, "-n", ns)
+    for child in (dep, svc):
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert owner["uid"] == obj["metadata"]["uid"] and owner["controller"] and owner["blockOwnerDeletion"]
+    settings = Settings.from_env({k: v for k, v in env_of(dep).items() if k.startswith("TTS_")})
+    assert settings.engine == "espeak" and settings.host == "0.0.0.0"
+    assert obj["status"]["endpoint"] == f"http://{name}.{ns}.svc:8080"
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "True" and ready["observedGeneration"] == obj["metadata"]["generation"]
+    # The printer columns users see.
+    table = cluster.plane.kubectl("get", "tts", "-n", ns).stdout.splitlines()
+    assert table[0].split() == ["NAME", "ENGINE", "REPLICAS", "READY", "P99", "STATUS", "AGE"]
+    assert table[1].split()[:3] == [name, "espeak", str(example["spec"].get("replicas", 1))]
+    assert "Running" in table[1]
+    # Its pods run on the CPU node, never on the tainted GPU node.
+    pods = cluster.plane.get("pods", "-n", ns, "-l", label_selector(name))["items"]
+    assert pods and {p["spec"]["nodeName"] for p in pods} == {"kwok-cpu"}
+    # No finalizer: deleting the TTSService (or its CRD, or the namespace) never waits for the operator.
+    assert not obj["metadata"].get("finalizers")
 
 
-def test_deleted_and_edited_children_are_put_back(api):
-    with running_operator(api) as op:
-        api.create(TTS.format(ns=NS), tts_object("demo", {}))
-        first = wait_for(lambda: deployment(api), what="the Deployment")
-        assert api.delete(f"{DEPLOYMENTS.format(ns=NS)}/demo") == 200
-        recreated = wait_for(
-            lambda: (d := deployment(api)) and d["metadata"]["uid"] != first["metadata"]["uid"] and d,
-            what="the Deployment to be recreated",
-        )
-        assert env_of(recreated) == env_of(first)
-        api.patch(f"{SERVICES.format(ns=NS)}/demo", {"spec": {"type": "NodePort"}})
-        wait_for(
-            lambda: api.get(f"{SERVICES.format(ns=NS)}/demo")["spec"]["type"] == "ClusterIP", what="repair"
-        )
-        wait_for(
-            lambda: any(
-                "Service/demo" in m
-                for m in op.event_messages("Repaired") + op.event_messages("Reconciled")
-                if m.startswith("updated")
-            ),
-            what="a repair event",
-        )
+def test_the_gpu_example_is_scheduled_on_the_gpu_node(cluster, operator):
+    example = yaml.safe_load((EXAMPLES / "chattts-gpu.yaml").read_text())
+    ns, name, spec = example["metadata"]["namespace"], example["metadata"]["name"], example["spec"]
+    if cluster.plane.get("namespace", ns) is None:
+        cluster.plane.kubectl("create", "namespace", ns)
+    # The storage a user provides first: the weights and the compile cache (static volumes here).
+    for claim in (spec["model"]["pvc"]["claimName"], spec["model"]["compileCachePVC"]):
+        cluster.plane.apply({
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"{ns}-{claim}"},
+            "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                     "hostPath": {"path": f"/srv/{claim}"}, "claimRef": {"namespace": ns, "name": claim}},
+        })  # fmt: skip
+        cluster.plane.apply({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": ns},
+            "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": f"{ns}-{claim}",
+                     "resources": {"requests": {"storage": "10Gi"}}},
+        })  # fmt: skip
+    cluster.plane.kubectl("apply", "-f", str(EXAMPLES / "chattts-gpu.yaml"))
+    wait_for(lambda: running(cluster, ns, name), timeout=60, what="the GPU example to be Running")
+    pods = cluster.plane.get("pods", "-n", ns, "-l", label_selector(name))["items"]
+    assert pods and {p["spec"]["nodeName"] for p in pods} == {"kwok-gpu"}, dump(pods)
+    container = pods[0]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert any(t["key"] == "nvidia.com/gpu" for t in pods[0]["spec"]["tolerations"])
 
 
-def test_invalid_spec_is_degraded_with_an_event_and_the_operator_survives(api):
-    with running_operator(api) as op:
-        # The API double, unlike a real API server, does not enforce the CRD's CEL rules.
-        api.create(
-            TTS.format(ns=NS), tts_object("bad", {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}})
-        )
-        obj = wait_for(
-            lambda: (o := tts(api, "bad")) and o.get("status", {}).get("phase") == "Degraded" and o,
-            what="Degraded",
-        )
-        degraded = condition(obj, "Degraded")
-        assert degraded["status"] == "True" and degraded["reason"] == "InvalidSpec"
-        assert "maxReplicas must be >= autoscaling.minReplicas" in degraded["message"]
-        warnings = wait_for(lambda: op.event_messages("InvalidSpec"), what="a Warning event")
-        assert "maxReplicas" in warnings[0]
-        assert deployment(api, "bad") is None
-        # A valid object is still served, and fixing the bad one heals it.
-        api.create(TTS.format(ns=NS), tts_object("good", {}))
-        wait_for(lambda: deployment(api, "good"), what="the good Deployment")
-        api.patch(f"{TTS.format(ns=NS)}/bad", {"spec": {"autoscaling": {"minReplicas": 1}}})
-        wait_for(lambda: deployment(api, "bad"), what="the healed Deployment")
-        wait_for(lambda: condition(tts(api, "bad"), "Degraded")["status"] == "False", what="Degraded=False")
-        assert len(op.event_messages("InvalidSpec")) == 1  # not repeated on every resync
-
-
-def test_monitoring_objects_when_the_cluster_has_prometheus_operator():
-    api = RunningAPI(monitoring=True)
-    try:
-        with running_operator(api):
-            api.create(TTS.format(ns=NS), tts_object("demo", {"autoscaling": {"p99TargetSeconds": 0.8}}))
-            monitor = wait_for(
-                lambda: api.get(f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/servicemonitors/demo"),
-                what="the ServiceMonitor",
-            )
-            rule = wait_for(
-                lambda: api.get(f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/prometheusrules/demo"),
-                what="the PrometheusRule",
-            )
-            assert monitor["spec"]["endpoints"][0]["port"] == "http"
-            expr = rule["spec"]["groups"][0]["rules"][0]["expr"]
-            assert expr.endswith("> 0.8") and 'service="demo"' in expr
-    finally:
-        api.stop()
-
-
-def alert(
-    status: str, name: str = "demo", starts: str = "2026-01-01T00:00:00Z", ends: str = "0001-01-01T00:00:00Z"
-):
-    return {
-        "status": status,
-        "labels": {"alertname": "TTSServiceP99LatencyHigh", "tts_namespace": NS, "tts_name": name},
-        "startsAt": starts,
-        "endsAt": ends,
+def test_in_steady_state_the_operator_writes_nothing(cluster, operator, ns):
+    cluster.plane.apply(tts_object("demo", {}, ns))
+    wait_for(lambda: running(cluster, ns), what="Running")
+    dep_path = f"/apis/apps/v1/namespaces/{ns}/deployments/demo"
+    before = {
+        kind: cluster.plane.get(kind, "demo", "-n", ns)["metadata"]["resourceVersion"] for kind in CHILD_KINDS
     }
-
-
-def webhook_payload(*alerts):
-    return {"version": "4", "status": alerts[0]["status"], "receiver": "kubetts", "alerts": list(alerts)}
-
-
-AUTOSCALED = {
-    "replicas": 1,
-    "autoscaling": {
-        "enabled": True,
-        "minReplicas": 1,
-        "maxReplicas": 3,
-        "mode": "alerts",
-        "cooldownSeconds": 0,
-        "scaleDownStabilizationSeconds": 2,
-    },
-}
-
-
-def test_alert_webhook_scales_out_and_back_in(api):
-    with running_operator(api) as op:
-        api.create(TTS.format(ns=NS), tts_object("demo", AUTOSCALED))
-        wait_for(lambda: deployment(api), what="the Deployment")
-        # Without any alert there is no signal: no scaling, and a condition says why.
-        wait_for(
-            lambda: (c := condition(tts(api), "MetricsAvailable")) and c["status"] == "False", what="NoData"
-        )
-        assert deployment(api)["spec"]["replicas"] == 1
-
-        assert op.post_alerts(webhook_payload(alert("firing")))[0] == 200
-        wait_for(lambda: deployment(api)["spec"]["replicas"] == 3, what="scale out to maxReplicas")
-        status = tts(api)["status"]["autoscaler"]
-        assert status["desiredReplicas"] == 3 and "scaled out" in status["lastScaleReason"]
-        assert any("scaled out" in m for m in op.event_messages("Scaled"))
-
-        # An out-of-order (older) resolved notification is ignored.
-        op.post_alerts(
-            webhook_payload(alert("resolved", starts="2025-12-31T00:00:00Z", ends="2025-12-31T00:10:00Z"))
-        )
-        assert tts(api)["status"]["autoscaler"]["alert"]["firing"] is True
-
-        op.post_alerts(webhook_payload(alert("resolved", ends="2026-01-01T00:05:00Z")))
-        wait_for(
-            lambda: deployment(api)["spec"]["replicas"] == 1, timeout=30, what="scale back in to minReplicas"
-        )
-        assert any("scaled in" in m for m in op.event_messages("Scaled"))
-
-
-def test_webhook_validates_ignores_foreign_alerts_and_checks_token(api):
-    with running_operator(api, KUBETTS_OPERATOR_WEBHOOK_TOKEN="s3cret") as op:
-        assert op.post_alerts(webhook_payload(alert("firing")))[0] == 401
-        assert op.post_alerts({"alerts": "nope"}, token="s3cret")[0] == 400
-        assert op.post_alerts({"alerts": [{"status": "weird", "labels": {}}]}, token="s3cret")[0] == 400
-        status, body = op.post_alerts(webhook_payload(alert("firing", name="not-ours")), token="s3cret")
-        assert status == 200 and body["recorded"] == 0
-        other = {**alert("firing"), "labels": {"alertname": "SomethingElse"}}
-        assert op.post_alerts(webhook_payload(other), token="s3cret")[1]["received"] == 0
-
-
-def test_poll_mode_without_prometheus_does_not_scale_and_says_why(api):
-    spec = {
-        **AUTOSCALED,
-        "autoscaling": {**AUTOSCALED["autoscaling"], "mode": "poll", "prometheusURL": "http://127.0.0.1:9"},
+    seen_events = len(events(cluster, ns))
+    applied = applies(cluster, dep_path)
+    # Several resyncs pass (each sends one no-op apply per child, counted in the audit log) ...
+    wait_for(lambda: applies(cluster, dep_path) >= applied + 4, timeout=30, what="four more resyncs")
+    after = {
+        kind: cluster.plane.get(kind, "demo", "-n", ns)["metadata"]["resourceVersion"] for kind in CHILD_KINDS
     }
-    with running_operator(api):
-        api.create(TTS.format(ns=NS), tts_object("demo", spec))
-        cond = wait_for(
-            lambda: (c := condition(tts(api), "MetricsAvailable")) and c["status"] == "False" and c,
-            what="MetricsAvailable=False",
+    # ... and nothing changed: the children, the TTSService's status, the Events.
+    assert after == before
+    assert len(events(cluster, ns)) == seen_events
+    reconciled = [e["message"] for e in events(cluster, ns, "Reconciled")]
+    expected = [
+        "created Deployment/demo",
+        "created PrometheusRule/demo",
+        "created Service/demo",
+        "created ServiceMonitor/demo",
+    ]
+    assert sorted(reconciled) == expected, reconciled
+
+
+def test_removed_fields_disappear_and_other_managers_fields_stay(cluster, operator, ns):
+    cluster.plane.apply(
+        tts_object(
+            "demo", {"nodeSelector": {"type": "kwok"}, "env": [{"name": "EXTRA_FLAG", "value": "1"}]}, ns
         )
-        assert "Prometheus unreachable" in cond["message"]
-        assert deployment(api)["spec"]["replicas"] == 1
+    )
+    dep = wait_for(lambda: (d := deployment(cluster, ns)) and d, what="the Deployment")
+    assert dep["spec"]["template"]["spec"]["nodeSelector"] == {"type": "kwok"} and "EXTRA_FLAG" in env_of(dep)
+    # Another manager's annotation and an injected env var (e.g. a mutating webhook or a human).
+    cluster.plane.kubectl("annotate", "deployment", "demo", "-n", ns, "team=voice")
+    cluster.plane.kubectl("set", "env", "deployment/demo", "-n", ns, "INJECTED=by-someone-else")
+    # A field the operator owns, changed by hand, is put back.
+    cluster.plane.kubectl("patch", "service", "demo", "-n", ns, "-p", '{"spec": {"type": "NodePort"}}')
+    wait_for(
+        lambda: cluster.plane.get("service", "demo", "-n", ns)["spec"]["type"] == "ClusterIP",
+        what="the repair",
+    )
+    # A field removed from the spec disappears from the child.
+    cluster.patch_tts(
+        "demo", ns, [{"op": "remove", "path": "/spec/nodeSelector"}, {"op": "remove", "path": "/spec/env"}]
+    )
+    dep = wait_for(
+        lambda: (d := deployment(cluster, ns)) and "nodeSelector" not in d["spec"]["template"]["spec"] and "EXTRA_FLAG" not in env_of(d) and d,
+        what="the removed fields to go",
+    )  # fmt: skip
+    assert dep["metadata"]["annotations"]["team"] == "voice"
+    assert env_of(dep)["INJECTED"] == "by-someone-else"
+    assert any(
+        "Service/demo" in e["message"]
+        for e in events(cluster, ns, "Reconciled")
+        if e["message"].startswith("updated")
+    )
 
 
-def test_operator_uses_exactly_what_the_charts_rbac_grants(tmp_path):
-    """Every API call the operator (kopf + its client) makes is allowed by the chart's ClusterRole,
-    and the ClusterRole grants nothing the operator did not use."""
-    test_chart = pytest.importorskip("test_chart")
-    if not __import__("pathlib").Path(test_chart.HELM).is_file():
-        pytest.skip("Helm not installed")
-    api = RunningAPI(monitoring=True)
-    try:
-        with running_operator(api) as op:
-            api.create(TTS.format(ns=NS), tts_object("demo", AUTOSCALED))
-            first = wait_for(lambda: deployment(api), what="the Deployment")
-            api.delete(f"{DEPLOYMENTS.format(ns=NS)}/demo")
-            wait_for(
-                lambda: (d := deployment(api)) and d["metadata"]["uid"] != first["metadata"]["uid"],
-                what="repair",
-            )
-            api.patch(f"{TTS.format(ns=NS)}/demo", {"spec": {"autoscaling": {"p99TargetSeconds": 0.7}}})
-            rules = f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/prometheusrules/demo"
-            wait_for(
-                lambda: (r := api.get(rules)) and r["spec"]["groups"][0]["rules"][0]["expr"].endswith("0.7"),
-                what="the PrometheusRule update",
-            )
-            monitor = f"/apis/monitoring.coreos.com/v1/namespaces/{NS}/servicemonitors/demo"
-            api.patch(monitor, {"spec": {"endpoints": []}})
-            wait_for(lambda: api.get(monitor)["spec"]["endpoints"], what="the ServiceMonitor repair")
-            api.patch(f"{SERVICES.format(ns=NS)}/demo", {"spec": {"type": "NodePort"}})
-            wait_for(
-                lambda: api.get(f"{SERVICES.format(ns=NS)}/demo")["spec"]["type"] == "ClusterIP",
-                what="repair",
-            )
-            op.post_alerts(webhook_payload(alert("firing")))
-            wait_for(lambda: deployment(api)["spec"]["replicas"] == 3, what="scale-out")
-            api.create(
-                TTS.format(ns=NS), tts_object("bad", {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}})
-            )
-            wait_for(lambda: op.event_messages("InvalidSpec"), what="the invalid-spec event")
-            api.delete(f"{TTS.format(ns=NS)}/bad")
-            wait_for(lambda: tts(api, "bad") is None, what="deletion")
-        calls = api.handler.calls
-    finally:
-        api.stop()
+def test_kubectl_scale_works_through_the_scale_subresource(cluster, operator, ns):
+    cluster.plane.apply(tts_object("demo", {}, ns))
+    wait_for(lambda: running(cluster, ns), what="Running")
+    cluster.plane.kubectl("scale", "tts/demo", "-n", ns, "--replicas=3")
+    wait_for(lambda: deployment(cluster, ns)["spec"]["replicas"] == 3, what="three replicas")
+    wait_for(lambda: (o := running(cluster, ns)) and o["status"]["readyReplicas"] == 3, what="three ready")
+    scale = cluster.plane.api(f"/apis/kubetts.io/v1alpha1/namespaces/{ns}/ttsservices/demo/scale")
+    assert scale["spec"]["replicas"] == 3 and scale["status"]["replicas"] == 3
+    assert scale["status"]["selector"] == label_selector("demo")  # what an HPA or KEDA selects pods with
+
+
+def test_ready_only_when_rolled_out_and_degraded_when_the_rollout_cannot_progress(cluster, operator, ns):
+    # Pods that no node can take: the rollout cannot progress past its deadline.
+    spec = {"nodeSelector": {"no-such-node": "true"}, "progressDeadlineSeconds": 3}
+    cluster.plane.apply(tts_object("demo", spec, ns))
+    pending = wait_for(
+        lambda: (o := tts(cluster, "demo", ns)) and o.get("status", {}).get("phase") and o, what="a status"
+    )
+    assert condition(pending, "Ready")["status"] == "False"  # pods exist but are not ready: not Ready
+    stuck = wait_for(
+        lambda: (o := tts(cluster, "demo", ns)) and o["status"].get("phase") == "Degraded" and o, timeout=60, what="Degraded"
+    )  # fmt: skip
+    degraded = condition(stuck, "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "ProgressDeadlineExceeded", dump(
+        stuck["status"]
+    )
+    assert "progress" in degraded["message"].lower()  # the Deployment's own message
+    for cond in stuck["status"]["conditions"]:
+        assert set(cond) >= {
+            "type",
+            "status",
+            "reason",
+            "message",
+            "lastTransitionTime",
+            "observedGeneration",
+        }
+        assert cond["observedGeneration"] == stuck["metadata"]["generation"]
+    # Fixed: the next generation rolls out and is Ready.
+    cluster.patch_tts("demo", ns, [{"op": "remove", "path": "/spec/nodeSelector"}])
+    fixed = wait_for(lambda: running(cluster, ns), timeout=60, what="Running after the fix")
+    assert condition(fixed, "Degraded")["status"] == "False"
+    assert condition(fixed, "Ready")["observedGeneration"] == fixed["metadata"]["generation"] == 2
+
+
+def test_deleting_a_ttsservice_deletes_its_children_through_the_garbage_collector(cluster, operator, ns):
+    cluster.plane.apply(tts_object("demo", {}, ns))
+    wait_for(lambda: running(cluster, ns), what="Running")
+    cluster.plane.kubectl("delete", "tts", "demo", "-n", ns, "--wait=true", "--timeout=30s")
+    wait_for(lambda: deployment(cluster, ns) is None and cluster.plane.get("service", "demo", "-n", ns) is None,
+             what="the garbage collector to delete the children")  # fmt: skip
+    pods = cluster.plane.get("pods", "-n", ns)["items"]
+    wait_for(
+        lambda: not cluster.plane.get("pods", "-n", ns)["items"], what="the pods to go"
+    ) if pods else None
+
+
+def test_a_refused_child_degrades_with_the_servers_message_and_is_not_retried_hot(cluster, operator, ns):
+    # A quota that forbids Deployments in this namespace: the API server answers 403.
+    cluster.plane.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "none", "namespace": ns},
+                         "spec": {"hard": {"count/deployments.apps": "0"}}})  # fmt: skip
+    cluster.plane.apply(tts_object("demo", {}, ns))
+    obj = wait_for(
+        lambda: (o := tts(cluster, "demo", ns)) and o.get("status", {}).get("phase") == "Degraded" and o,
+        what="Degraded",
+    )
+    degraded = condition(obj, "Degraded")
+    assert degraded["reason"] == "ApplyFailed" and "exceeded quota" in degraded["message"], degraded
+    dep_path = f"/apis/apps/v1/namespaces/{ns}/deployments/demo"
+    tried = applies(cluster, dep_path)
+    # Eight resyncs later it was tried again only as its backoff allows (3 s, then 6 s), not eight times.
+    baseline = _resyncs(cluster)
+    wait_for(lambda: _resyncs(cluster) >= baseline + 8, timeout=40, what="eight resyncs")
+    assert applies(cluster, dep_path) - tried <= 3, (tried, applies(cluster, dep_path))
+    assert len(events(cluster, ns, "ApplyFailed")) == 1  # one Warning, not one per attempt
+    # An invalid child (requests above limits: 422) says so too; a spec change is retried at once.
+    cluster.plane.kubectl("delete", "resourcequota", "none", "-n", ns)
+    cluster.patch_tts("demo", ns, {"spec": {"resources": {"requests": {"cpu": "4"}, "limits": {"cpu": "2"}}}})
+    invalid = wait_for(
+        lambda: (c := condition(tts(cluster, "demo", ns), "Degraded")) and "less than or equal to cpu limit" in c["message"] and c,
+        what="the 422 in the status",
+    )  # fmt: skip
+    assert invalid["reason"] == "ApplyFailed"
+    cluster.patch_tts("demo", ns, [{"op": "remove", "path": "/spec/resources"}])
+    wait_for(lambda: running(cluster, ns), what="Running once the spec is valid")
+
+
+def _resyncs(cluster) -> int:
+    """Resync rounds so far: each lists the TTSServices once."""
+    return sum(
+        1
+        for e in cluster.audit()
+        if e["verb"] == "list" and urllib.parse.urlsplit(e["requestURI"]).path.endswith("/ttsservices")
+    )
+
+
+@pytest.mark.parametrize("name", ["1abc", "dots.in.it", "under_score", "x" * 64, "trailing-"])
+def test_names_that_cannot_be_a_service_name_are_rejected_by_the_crd(cluster, ns, name):
+    result = cluster.plane.kubectl(
+        "apply", "-f", "-", input=json.dumps(tts_object(name, {}, ns)), check=False
+    )
+    assert result.returncode != 0
+    assert "DNS-1035 label" in result.stderr or "metadata.name" in result.stderr, result.stderr
+
+
+def test_the_operator_watches_its_children_with_server_side_label_selectors(cluster, operator):
+    watches = [
+        e
+        for e in cluster.audit()
+        if e["verb"] == "watch" and ("/deployments" in e["requestURI"] or "/services" in e["requestURI"])
+    ]
+    assert watches
+    for e in watches:
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(e["requestURI"]).query)
+        assert query.get("labelSelector") == ["app.kubernetes.io/managed-by=kubetts-operator"], e[
+            "requestURI"
+        ]
+
+
+def test_the_operator_is_never_forbidden_and_uses_what_the_chart_grants(cluster, operator):
+    """RBAC by use: the API server authorized every request of the operator's ServiceAccount; and each
+    rule the chart grants was used (after the scenarios above)."""
+    import test_chart
+
+    events_ = cluster.audit()
+    forbidden = [
+        e for e in events_ if e.get("annotations", {}).get("authorization.k8s.io/decision") == "forbid"
+    ]
+    assert not forbidden, dump(forbidden[:3])
     used: dict[tuple[str, str], set[str]] = {}
-    for agent, verb, group, resource in calls:
-        if agent.startswith(("kopf/", "kubetts-operator/")):
-            used.setdefault((group, resource), set()).add(verb)
-    (role,) = test_chart.by_kind(test_chart.render(), "ClusterRole")
-    grants = test_chart.granted(role)
+    for e in events_:
+        ref = e.get("objectRef") or {}
+        if not ref.get("resource"):
+            continue  # discovery
+        resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
+        used.setdefault((ref.get("apiGroup", ""), resource), set()).add(e["verb"])
+    docs = test_chart.render()
+    grants = test_chart.granted(test_chart.by_kind(docs, "ClusterRole")[0])
+    lease = [
+        r for r in test_chart.by_kind(docs, "Role") if r["metadata"]["name"].endswith("-leader-election")
+    ][0]
+    for key, verbs in test_chart.granted(lease).items():
+        grants.setdefault(key, set()).update(verbs)
     for key, verbs in used.items():
-        assert verbs <= grants.get(key, set()), (
-            f"operator used {sorted(verbs)} on {key}; RBAC grants {grants.get(key)}"
-        )
-    # Nothing granted that the operator never used (events.k8s.io is kopf's alternative events API).
-    unused = {k: v - used.get(k, set()) for k, v in grants.items() if k != ("events.k8s.io", "events")}
-    assert {k: sorted(v) for k, v in unused.items() if v} == {}
+        assert verbs <= grants.get(key, set()), f"used {sorted(verbs)} on {key}, granted {grants.get(key)}"
+    unused = {k: sorted(v - used.get(k, set())) for k, v in grants.items()}
+    # Not requests but checks: "create" on the children is what a server-side apply that
+    # creates the child is authorized against, and "update" on ttsservices/finalizers is what
+    # OwnerReferencesPermissionEnforcement checks for blockOwnerDeletion (proven needed below).
+    expected_unused = {
+        ("apps", "deployments"): ["create"],
+        ("", "services"): ["create"],
+        ("kubetts.io", "ttsservices/finalizers"): ["update"],
+        ("monitoring.coreos.com", "servicemonitors"): ["create"],
+        ("monitoring.coreos.com", "prometheusrules"): ["create"],
+    }
+    assert {k: v for k, v in unused.items() if v} == {k: v for k, v in expected_unused.items() if k in grants}
 
 
-def test_a_firing_alert_that_alertmanager_stops_confirming_goes_stale(api):
-    with running_operator(api, KUBETTS_OPERATOR_ALERT_STALE_S="2") as op:
-        api.create(
-            TTS.format(ns=NS),
-            tts_object(
-                "demo", {**AUTOSCALED, "autoscaling": {**AUTOSCALED["autoscaling"], "cooldownSeconds": 3600}}
-            ),
-        )
-        wait_for(lambda: deployment(api), what="the Deployment")
-        op.post_alerts(webhook_payload(alert("firing")))
-        wait_for(lambda: deployment(api)["spec"]["replicas"] == 2, what="one scale-out step")
-        first = tts(api)["status"]["autoscaler"]["alert"]["receivedAt"]
-        op.post_alerts(webhook_payload(alert("firing")))  # a re-notification refreshes it
-        wait_for(lambda: tts(api)["status"]["autoscaler"]["alert"]["receivedAt"] > first, what="refresh")
-        cond = wait_for(
-            lambda: (c := condition(tts(api), "MetricsAvailable")) and c["status"] == "False" and c,
-            what="the stale alert to count as no data",
-        )
-        assert "last confirmed" in cond["message"]
-        assert deployment(api)["spec"]["replicas"] == 2
+@pytest.mark.parametrize(
+    ("dropped", "refusal"),
+    [
+        (("apps", "deployments", "create"), 'cannot create resource "deployments"'),
+        (("kubetts.io", "ttsservices/finalizers", "update"), "cannot set blockOwnerDeletion"),
+        (None, None),
+    ],
+    ids=["without-create", "without-finalizers", "as-granted"],
+)
+def test_grants_that_are_checked_not_requested_are_needed(cluster, ns, dropped, refusal):
+    """The chart's rules, minus one grant, for a probe account that applies a child as the
+    operator does (server-side, owned by a TTSService): the API server refuses without it."""
+    import test_chart
+    from tts_operator.builders import build_deployment, owned
+    from tts_operator.spec import parse_spec
+
+    (role,) = test_chart.by_kind(test_chart.render(), "ClusterRole")
+    rules = []
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                verbs = [v for v in rule["verbs"] if (group, resource, v) != dropped]
+                if verbs:
+                    rules.append({"apiGroups": [group], "resources": [resource], "verbs": verbs})
+    account = f"probe-{ns}"
+    cluster.plane.kubectl("create", "serviceaccount", account, "-n", ns)
+    cluster.plane.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                         "metadata": {"name": account}, "rules": rules})  # fmt: skip
+    cluster.plane.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                         "metadata": {"name": account},
+                         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": account},
+                         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}]})  # fmt: skip
+    # An owner the operator does not act on (its own children would race the probe).
+    owner = {"apiVersion": "kubetts.io/v1alpha1", "kind": "TTSService",
+             "metadata": {"name": "owner", "namespace": ns, "uid": "will-be-replaced"}}  # fmt: skip
+    cluster.plane.apply(tts_object("owner", {}, ns))
+    owner["metadata"]["uid"] = tts(cluster, "owner", ns)["metadata"]["uid"]
+    child = owned(build_deployment("probe", ns, parse_spec({}), 1), owner)
+    result = cluster.plane.kubectl(
+        "apply", "--server-side", "--field-manager=kubetts-operator", f"--as=system:serviceaccount:{ns}:{account}",
+        "-f", "-", input=json.dumps(child), check=False,
+    )  # fmt: skip
+    if refusal is None:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode != 0 and refusal in result.stderr, result.stderr

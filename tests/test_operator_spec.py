@@ -136,27 +136,3 @@ def test_bad_durations(text):
 
 def test_crd_file_is_the_packaged_one():
     assert CRD_PATH.name == "ttsservices.kubetts.io.yaml" and CRD_PATH.is_file()
-
-
-def test_operator_cli_runs_kopf_with_our_module_and_defaults(monkeypatch):
-    import sys
-
-    import kopf.cli
-    from tts_operator import cli
-
-    monkeypatch.setattr(sys, "argv", list(sys.argv))  # cli.main rewrites it for kopf
-    seen: list[list[str]] = []
-    monkeypatch.setattr(kopf.cli, "main", lambda: seen.append(list(sys.argv)))
-    cli.main([])
-    cli.main(["--namespace", "tts", "--peering", "kubetts"])
-    assert seen[0] == ["kopf", "run", "--module", "tts_operator.handlers", "--all-namespaces", "--standalone"]
-    assert seen[1] == [
-        "kopf",
-        "run",
-        "--module",
-        "tts_operator.handlers",
-        "--namespace",
-        "tts",
-        "--peering",
-        "kubetts",
-    ]

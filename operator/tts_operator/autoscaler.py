@@ -140,3 +140,29 @@ def decide(current: int, signal: Signal, policy: Policy, state: State, now: floa
         return keep("latency fine; waiting for the cooldown after the last scale")
     target = max(policy.min_replicas, current - policy.down_step)
     return scale(target, f"latency fine for {policy.stabilization_s:g}s: scaled in {current} -> {target}")
+
+
+def alert_signal(status: dict[str, Any], now: float, stale_s: float) -> tuple[Signal, str | None]:
+    """Alerts mode: the signal the recorded Alertmanager alert gives, and why there is none."""
+    alert = ((status.get("autoscaler") or {}).get("alert")) or None
+    if alert is None:
+        return Signal.UNKNOWN, "no p99 alert received from Alertmanager yet"
+    if not alert.get("firing"):
+        return Signal.OK, None
+    age = now - float(alert.get("receivedAt") or 0)
+    if age > stale_s:
+        return Signal.UNKNOWN, (
+            f"the firing p99 alert was last confirmed {age:.0f}s ago (Alertmanager silent?); "
+            f"its repeat_interval must be below {stale_s:g}s"
+        )
+    return Signal.HIGH, None
+
+
+def combine(signals: list[Signal]) -> Signal:
+    """Both modes at once: any HIGH wins; otherwise OK only if every known signal is OK."""
+    if Signal.HIGH in signals:
+        return Signal.HIGH
+    known = [s for s in signals if s is not Signal.UNKNOWN]
+    if not known:
+        return Signal.UNKNOWN
+    return Signal.OK if all(s is Signal.OK for s in known) else Signal.HOLD

@@ -37,18 +37,47 @@ ALERT_NAMESPACE_LABEL = "tts_namespace"
 ALERT_NAME_LABEL = "tts_name"
 
 
+MANAGED_BY = {"app.kubernetes.io/managed-by": "kubetts-operator"}
+# The server-side label selector of the operator's watches: it sees its own children only.
+MANAGED_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
+
+
+def pod_labels(name: str) -> dict[str, str]:
+    """Labels of the pods: nothing that changes with the operator's version, so upgrading the
+    operator never changes the pod template and never restarts a TTS pod."""
+    return {**selector_labels(name), **MANAGED_BY, "app.kubernetes.io/component": "tts-service"}
+
+
 def labels(name: str) -> dict[str, str]:
-    """Labels on every child; the first two also select the pods."""
-    return {
-        **selector_labels(name),
-        "app.kubernetes.io/managed-by": "kubetts-operator",
-        "app.kubernetes.io/component": "tts-service",
-        "app.kubernetes.io/version": __version__,
-    }
+    """Labels on every child object (the Deployment, Service, monitoring objects)."""
+    return {**pod_labels(name), "app.kubernetes.io/version": __version__}
 
 
 def selector_labels(name: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": "kubetts", "app.kubernetes.io/instance": name}
+
+
+def label_selector(name: str) -> str:
+    """The pods' selector as a string: a TTSService's status.selector (its scale subresource's)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
+
+
+def owner_reference(owner: dict[str, Any]) -> dict[str, Any]:
+    """The controller reference a child carries: deleting the TTSService deletes it (the
+    garbage collector), and its deletion waits for the children in foreground deletion."""
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def owned(manifest: dict[str, Any], owner: dict[str, Any]) -> dict[str, Any]:
+    """``manifest`` with ``owner``'s controller reference."""
+    return {**manifest, "metadata": {**manifest["metadata"], "ownerReferences": [owner_reference(owner)]}}
 
 
 def endpoint(name: str, namespace: str) -> str:
@@ -205,9 +234,10 @@ def build_deployment(name: str, namespace: str, spec: dict[str, Any], replicas: 
             "replicas": replicas,
             "selector": {"matchLabels": selector_labels(name)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "progressDeadlineSeconds": spec["progressDeadlineSeconds"],
             "template": {
                 "metadata": {
-                    "labels": labels(name),
+                    "labels": pod_labels(name),
                     "annotations": {
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(PORT),

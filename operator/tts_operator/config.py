@@ -1,10 +1,18 @@
-"""The operator's own settings, from ``KUBETTS_OPERATOR_*`` environment variables."""
+"""The operator's own settings, from ``KUBETTS_OPERATOR_*`` environment variables.
+
+Which cluster and which identity are not settings here: they come from the pod's service
+account or ``$KUBECONFIG`` (see :mod:`.login`), as for any Kubernetes client.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from .login import SERVICE_ACCOUNT_DIR
+
+PREFIX = "KUBETTS_OPERATOR_"
 
 
 @dataclass(frozen=True)
@@ -16,7 +24,7 @@ class OperatorConfig:
     webhook_token: str = ""
     # Default Prometheus for poll mode when a TTSService names none.
     prometheus_url: str = ""
-    # How often each TTSService's autoscaler evaluates (and drift is repaired).
+    # How often every TTSService is resynced: drift repaired, status refreshed, autoscaler run.
     autoscale_interval_s: float = 10.0
     # Create a ServiceMonitor and PrometheusRule per TTSService (when the cluster has the CRDs).
     monitoring: bool = True
@@ -24,28 +32,36 @@ class OperatorConfig:
     p99_window: str = "1m"
     # A firing alert not re-confirmed by Alertmanager for this long counts as "no data".
     alert_stale_s: float = 300.0
-    # Timeout of one API call, and the delay before a handler that hit an API error retries.
+    # Timeout of one API call, and the delay before a handler that hit a transient API error retries.
     api_timeout_s: float = 30.0
     retry_delay_s: float = 5.0
-    # Explicit API server for development and tests; in a pod the service account is used.
-    api_server: str = ""
-    api_token: str = ""
+    # After a permanent refusal (422 invalid, 403 forbidden) a TTSService is retried after this
+    # delay, doubling up to the maximum, until its spec changes.
+    permanent_retry_s: float = 30.0
+    permanent_retry_max_s: float = 600.0
+    # Leader election among replicas (a coordination.k8s.io Lease), as client-go's defaults.
+    lease_duration_s: float = 15.0
+    lease_renew_deadline_s: float = 10.0
+    lease_retry_period_s: float = 2.0
+    # Where a pod's service-account token and CA are mounted.
+    service_account_dir: str = SERVICE_ACCOUNT_DIR
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        """Every field from ``KUBETTS_OPERATOR_<FIELD>``; a malformed value is a ValueError naming it."""
         env = os.environ if env is None else env
-        prefix = "KUBETTS_OPERATOR_"
-        return cls(
-            webhook_port=int(env.get(prefix + "WEBHOOK_PORT", cls.webhook_port)),
-            webhook_host=env.get(prefix + "WEBHOOK_HOST", cls.webhook_host),
-            webhook_token=env.get(prefix + "WEBHOOK_TOKEN", cls.webhook_token),
-            prometheus_url=env.get(prefix + "PROMETHEUS_URL", cls.prometheus_url),
-            autoscale_interval_s=float(env.get(prefix + "AUTOSCALE_INTERVAL_S", cls.autoscale_interval_s)),
-            p99_window=env.get(prefix + "P99_WINDOW", cls.p99_window),
-            monitoring=env.get(prefix + "MONITORING", "true").strip().lower() in ("1", "true", "yes", "on"),
-            alert_stale_s=float(env.get(prefix + "ALERT_STALE_S", cls.alert_stale_s)),
-            api_timeout_s=float(env.get(prefix + "API_TIMEOUT_S", cls.api_timeout_s)),
-            retry_delay_s=float(env.get(prefix + "RETRY_DELAY_S", cls.retry_delay_s)),
-            api_server=env.get(prefix + "API_SERVER", cls.api_server),
-            api_token=env.get(prefix + "API_TOKEN", cls.api_token),
-        )
+        values = {}
+        for f in fields(cls):
+            name = PREFIX + f.name.upper()
+            if name not in env:
+                continue
+            raw = env[name].strip()
+            kind = type(f.default)
+            try:
+                if kind is bool:
+                    values[f.name] = raw.lower() in ("1", "true", "yes", "on")
+                else:
+                    values[f.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"invalid setting {name}={raw!r}: expected {kind.__name__}") from None
+        return cls(**values)

@@ -23,6 +23,14 @@ GROUP = "kubetts.io"
 VERSION = "v1alpha1"
 PLURAL = "ttsservices"
 KIND = "TTSService"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+def tts_path(namespace: str | None, name: str | None = None) -> str:
+    """The API path of a namespace's TTSServices (all namespaces' when None), or of one of them."""
+    path = f"/apis/{GROUP}/{VERSION}" + (f"/namespaces/{namespace}" if namespace else "") + f"/{PLURAL}"
+    return f"{path}/{name}" if name else path
+
 
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

@@ -2,7 +2,7 @@
 
 It does not scale by itself.  It validates the payload, keeps only the operator's own
 p99 alert for TTSServices that exist, and writes the alert's state into the TTSService's
-``status.autoscaler.alert``; the per-object autoscaler timer acts on it.  Recording by
+``status.autoscaler.alert``; the resync loop's autoscaler acts on it.  Recording by
 the alert's own timestamps makes it idempotent under duplicate notifications and immune
 to out-of-order ones: an older notification never overwrites a newer one.  A repeated
 firing notification only refreshes ``receivedAt``, so a firing alert that Alertmanager
@@ -20,7 +20,7 @@ from aiohttp import web
 
 from .builders import ALERT_NAME_LABEL, ALERT_NAMESPACE_LABEL, P99_ALERT
 from .kube import ApiError, KubeClient
-from .spec import GROUP, PLURAL, VERSION
+from .spec import tts_path
 
 log = logging.getLogger("tts_operator.webhook")
 
@@ -98,9 +98,9 @@ def make_app(client: KubeClient, token: str = "") -> web.Application:
         recorded = 0
         for alert in alerts:
             namespace, name = alert["labels"][ALERT_NAMESPACE_LABEL], alert["labels"][ALERT_NAME_LABEL]
-            path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+            path = tts_path(namespace, name)
             try:
-                obj = await client.get_path(path)
+                obj = await client.get(path)
                 if obj is None:
                     log.info("ignoring alert for %s/%s: no such TTSService", namespace, name)
                     continue
@@ -109,7 +109,7 @@ def make_app(client: KubeClient, token: str = "") -> web.Application:
                 change = alert_change(record, old)
                 if change is None:
                     continue
-                await client.patch_custom(path + "/status", {"status": {"autoscaler": {"alert": change}}})
+                await client.merge_patch(path + "/status", {"status": {"autoscaler": {"alert": change}}})
                 recorded += 1
                 log.info("alert %s for %s/%s recorded", alert["status"], namespace, name)
             except ApiError as exc:
