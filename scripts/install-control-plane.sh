@@ -16,7 +16,8 @@
 #   kwok module being built (kustomize/stage/...), so kwok runs with its own defaults.
 # - crds/: prometheus-operator's CRDs for ServiceMonitor, PrometheusRule and AlertmanagerConfig,
 #   from the github.com/prometheus-operator/prometheus-operator module (example/prometheus-operator-crd),
-#   so the test API server validates every monitoring object the operator writes.
+#   so the test API server validates every monitoring object the operator writes; and KEDA's
+#   ScaledObject CRD from github.com/kedacore/keda/v2 (config/crd/bases), for autoscaling.provider keda.
 # Go modules and the build cache live under .cache/go, so removing .cache/ starts from scratch.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -25,10 +26,11 @@ KUBERNETES_VERSION=v1.37.2
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
+KEDA_VERSION=v2.21.0
 RECIPES=scripts/control-plane
 
 command -v go >/dev/null || { echo "install-control-plane: go is not installed (Go >= 1.26 is needed)" >&2; exit 1; }
-stamp="k8s-${KUBERNETES_VERSION}-etcd-${ETCD_VERSION}-kwok-${KWOK_VERSION}-po-${PROMETHEUS_OPERATOR_VERSION}-$(cat "$0" "$RECIPES"/*/go.mod | sha256sum | cut -c1-12)"
+stamp="k8s-${KUBERNETES_VERSION}-etcd-${ETCD_VERSION}-kwok-${KWOK_VERSION}-po-${PROMETHEUS_OPERATOR_VERSION}-keda-${KEDA_VERSION}-$(cat "$0" "$RECIPES"/*/go.mod | sha256sum | cut -c1-12)"
 cache="$PWD/.cache/control-plane"
 dest="$cache/$stamp"
 binaries=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
@@ -69,6 +71,8 @@ crds="$GOMODCACHE/github.com/prometheus-operator/prometheus-operator@$PROMETHEUS
 for kind in servicemonitors prometheusrules alertmanagerconfigs; do
   cp "$crds/monitoring.coreos.com_$kind.yaml" "$dest/bin/crds/"
 done
+go mod download github.com/kedacore/keda/v2@"$KEDA_VERSION"
+cp "$GOMODCACHE/github.com/kedacore/keda/v2@$KEDA_VERSION/config/crd/bases/keda.sh_scaledobjects.yaml" "$dest/bin/crds/"
 
 for b in "${binaries[@]}"; do
   [ -x "$dest/bin/$b" ] || { echo "install-control-plane: $b was not built" >&2; exit 1; }

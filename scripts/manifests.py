@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "kubetts"
 NAMESPACE = "kubetts-system"
 RELEASE = "kubetts"
+WEBHOOK_TOKEN_SECRET = "kubetts-webhook-token"
 HEADER = "# Generated from charts/kubetts by scripts/render-manifests.sh -- do not edit by hand.\n"
 NAMESPACE_DOC = f"""---
 apiVersion: v1
@@ -36,6 +37,10 @@ def render(helm: str) -> dict[str, str]:
             NAMESPACE,
             "--set",
             "monitoring.dashboard.enabled=false",
+            # No generated token in a committed file (everyone would share it): the README has the
+            # one command that creates this Secret; until then the webhook refuses every alert.
+            "--set",
+            f"operator.webhook.tokenSecret={WEBHOOK_TOKEN_SECRET}",
         ],
         check=True,
         capture_output=True,

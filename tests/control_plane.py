@@ -463,6 +463,7 @@ def start_control_plane(workdir: Path) -> ControlPlane:
             "--use-service-account-credentials=true", f"--service-cluster-ip-range={SERVICE_CIDR}",
             f"--cluster-signing-cert-file={certs['ca']}", f"--cluster-signing-key-file={certs['ca_key']}",
             "--controllers=*,-nodeipam", "--concurrent-deployment-syncs=5", "--concurrent-gc-syncs=5",
+            "--horizontal-pod-autoscaler-sync-period=2s",  # HPAs (users' and provider hpa) act in seconds
         ])  # fmt: skip
         _start(plane, "kube-scheduler", [
             f"--kubeconfig={component_configs['scheduler']}",

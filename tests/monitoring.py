@@ -6,6 +6,7 @@ import contextlib
 import json
 import shutil
 import subprocess
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,8 +59,13 @@ def _serving(args: list[str], log: Path, port: int, what: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def alertmanager(tmp: Path, webhook_url: str) -> Iterator[str]:
+def alertmanager(tmp: Path, webhook_url: str, token: str | None = None) -> Iterator[str]:
+    """Alertmanager routing every alert to ``webhook_url``, with ``token`` as its bearer token (as the
+    chart's AlertmanagerConfig does); grouped and repeated within seconds."""
     port = free_port()
+    webhook: dict[str, Any] = {"url": webhook_url, "send_resolved": True}
+    if token:
+        webhook["http_config"] = {"authorization": {"type": "Bearer", "credentials": token}}
     config = {
         "route": {
             "receiver": "kubetts",
@@ -68,7 +74,7 @@ def alertmanager(tmp: Path, webhook_url: str) -> Iterator[str]:
             "group_interval": "1s",
             "repeat_interval": "5s",
         },
-        "receivers": [{"name": "kubetts", "webhook_configs": [{"url": webhook_url, "send_resolved": True}]}],
+        "receivers": [{"name": "kubetts", "webhook_configs": [webhook]}],
     }
     (tmp / "alertmanager.yml").write_text(yaml.safe_dump(config))
     args = [
@@ -85,19 +91,26 @@ def alertmanager(tmp: Path, webhook_url: str) -> Iterator[str]:
 @contextlib.contextmanager
 def prometheus(
     tmp: Path,
-    target: str,
-    target_labels: dict[str, str],
+    targets: list[dict[str, Any]] | Path,
     rule_groups: list[dict[str, Any]],
     alertmanager_url: str | None = None,
 ) -> Iterator[str]:
+    """Prometheus scraping every second and evaluating ``rule_groups`` every second.
+
+    ``targets``: static target groups (``[{"targets": [...], "labels": {...}}]``), or the path of a
+    file_sd JSON file the test rewrites as its targets change (Prometheus re-reads it on change).
+    """
     port = free_port()
     (tmp / "rules.yml").write_text(yaml.safe_dump({"groups": rule_groups}))
+    scrape: dict[str, Any] = {"job_name": "tts"}
+    if isinstance(targets, Path):
+        scrape["file_sd_configs"] = [{"files": [str(targets)], "refresh_interval": "1s"}]
+    else:
+        scrape["static_configs"] = targets
     config: dict[str, Any] = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(tmp / "rules.yml")],
-        "scrape_configs": [
-            {"job_name": "tts", "static_configs": [{"targets": [target], "labels": target_labels}]}
-        ],
+        "scrape_configs": [scrape],
     }
     if alertmanager_url:
         config["alerting"] = {
@@ -114,7 +127,18 @@ def prometheus(
         yield url
 
 
-def firing_alerts(prometheus_url: str) -> list[dict[str, Any]]:
+def alerts(prometheus_url: str) -> list[dict[str, Any]]:
+    """Prometheus' active alerts (pending and firing), each with its ``activeAt``."""
     with urllib.request.urlopen(prometheus_url + "/api/v1/alerts", timeout=5) as resp:
-        alerts = json.loads(resp.read())["data"]["alerts"]
-    return [a for a in alerts if a["state"] == "firing"]
+        return json.loads(resp.read())["data"]["alerts"]
+
+
+def firing_alerts(prometheus_url: str) -> list[dict[str, Any]]:
+    return [a for a in alerts(prometheus_url) if a["state"] == "firing"]
+
+
+def query(prometheus_url: str, expression: str) -> list[dict[str, Any]]:
+    """An instant query's result vector."""
+    url = prometheus_url + "/api/v1/query?" + urllib.parse.urlencode({"query": expression})
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())["data"]["result"]

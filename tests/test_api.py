@@ -306,6 +306,30 @@ async def test_metrics_move(client):
     assert metric(after, "process_resident_memory_bytes") > 0
 
 
+async def test_the_autoscalers_latency_counts_only_successful_whole_files(make_client):
+    """tts_synthesis_duration_seconds: a 200 with a whole file, not a fast 400 or 503 (they would
+    dilute the p99 under overload) nor a stream (its duration is the audio's length)."""
+    client = await make_client()
+
+    def count(samples) -> float:
+        return metric(samples, "tts_synthesis_duration_seconds_count", route=SPEECH)
+
+    before = await scrape(client)
+    assert (await client.post(SPEECH, json={"input": "Whole.", "response_format": "pcm"})).status == 200
+    assert count(await scrape(client)) == count(before) + 1
+    assert (await client.post(SPEECH, json={"input": "x", "speed": 99})).status == 400
+    streamed = await client.post(
+        SPEECH, json={"input": "A stream. Of two.", "response_format": "pcm", "stream": True}
+    )
+    assert streamed.status == 200 and await streamed.read()
+    after = await scrape(client)
+    assert count(after) == count(before) + 1  # (503s: test_queue_full_is_503_with_retry_after)
+    assert (
+        metric(after, "tts_request_duration_seconds_count", route=SPEECH)
+        == metric(before, "tts_request_duration_seconds_count", route=SPEECH) + 3
+    )
+
+
 async def test_concurrent_requests_are_batched(make_client):
     client = await make_client(max_batch_size=8, max_wait_ms=5000)
     before = await scrape(client)
@@ -401,7 +425,11 @@ async def test_queue_full_is_503_with_retry_after(make_service_client):
     assert error["code"] == "queue_full" and rejected.headers["Retry-After"] == "1"
     gate.set()
     assert [r.status for r in await asyncio.gather(*pending)] == [200, 200, 200]
-    assert metric(await scrape(client), "tts_rejected_total", reason="queue_full") == 1
+    samples = await scrape(client)
+    assert metric(samples, "tts_rejected_total", reason="queue_full") == 1
+    # The autoscaler's latency signal holds the three served, not the refusal answered at once.
+    assert metric(samples, "tts_synthesis_duration_seconds_count", route=SPEECH) == 3
+    assert metric(samples, "tts_request_duration_seconds_count", route=SPEECH) == 4
 
 
 async def test_deadline_is_504(make_client):

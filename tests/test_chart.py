@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from tts_operator.promql import ALERTS
 from tts_operator.spec import CRD_PATH
 from tts_service.metrics import METRIC_NAMES
 
@@ -39,6 +41,8 @@ CORE_KINDS = {
     "ConfigMap",
     "CustomResourceDefinition",
     "Namespace",
+    "Secret",
+    "NetworkPolicy",
 }
 TOGGLES = {
     "defaults": [],
@@ -102,6 +106,8 @@ EXPECTED_RULES = {
     ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
     ("", "services"): {"get", "list", "watch", "create", "patch"},
     ("", "events"): {"create"},
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
+    ("keda.sh", "scaledobjects"): {"get", "create", "patch", "delete"},
 }
 MONITORING_RULES = {
     ("monitoring.coreos.com", "servicemonitors"): {"get", "create", "patch"},
@@ -170,9 +176,18 @@ def test_operator_deployment_defaults():
     assert "--all-namespaces" in container["args"]
     assert "--leader-election-namespace=$(POD_NAMESPACE)" in container["args"]
     downward = {
-        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in container["env"]
+        if "fieldRef" in e.get("valueFrom", {})
     }
-    assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    assert downward == {
+        "POD_NAME": "metadata.name",
+        "POD_NAMESPACE": "metadata.namespace",
+        "POD_IP": "status.podIP",
+    }
+    assert {e["name"]: e.get("value") for e in container["env"]}[
+        "KUBETTS_OPERATOR_WEBHOOK_HOST"
+    ] == "$(POD_IP)"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KUBETTS_OPERATOR_WEBHOOK_PORT"] == "8081" and env["KUBETTS_OPERATOR_MONITORING"] == "true"
     sc = container["securityContext"]
@@ -189,20 +204,107 @@ def test_operator_deployment_defaults():
 
 
 def test_everything_toggle():
+    from tts_operator.spec import parse_spec
+
     docs = render(*TOGGLES["everything"])
     (amc,) = by_kind(docs, "AlertmanagerConfig")
+    assert amc["metadata"]["namespace"] == "kubetts-system"
     hook = amc["spec"]["receivers"][0]["webhookConfigs"][0]
     assert (
         hook["url"] == "http://kubetts-operator.kubetts-system.svc:8081/alertmanager" and hook["sendResolved"]
     )
-    assert amc["spec"]["route"]["matchers"][0]["value"] == "TTSServiceP99LatencyHigh"
+    # The user's own token Secret, for the operator and for Alertmanager alike; none generated.
+    assert hook["httpConfig"]["authorization"]["credentials"] == {"name": "am-token", "key": "token"}
+    assert not by_kind(docs, "Secret")
+    (matcher,) = amc["spec"]["route"]["matchers"]
+    assert matcher["matchType"] == "=~"
+    assert set(matcher["value"].split("|")) == set(ALERTS)
+    # The route receives the alerts the operator's rules raise, as Prometheus labels them: each
+    # alert's own labels plus its name and the TTSService's namespace (kept by every aggregation:
+    # tests/test_promql.py), which prometheus-operator's default OnNamespace strategy matches.
+    from tts_operator.promql import rule_group
+
+    namespace = amc["metadata"]["namespace"]
+    for rule in rule_group("demo", namespace, parse_spec({}))["rules"]:
+        if "alert" not in rule:
+            continue
+        labels = {**rule["labels"], "alertname": rule["alert"], "namespace": namespace}
+        assert re.fullmatch(matcher["value"], labels[matcher["name"]]), rule["alert"]
+        assert set(amc["spec"]["route"]["groupBy"]) <= set(labels)
     (example,) = by_kind(docs, "TTSService")
-    from tts_operator.spec import parse_spec, validate_spec
+    from tts_operator.spec import validate_spec
 
     assert validate_spec(parse_spec(example["spec"])) == []
     container = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
     token = next(e for e in container["env"] if e["name"] == "KUBETTS_OPERATOR_WEBHOOK_TOKEN")
-    assert token["valueFrom"]["secretKeyRef"] == {"name": "am-token", "key": "token"}
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "am-token", "key": "token", "optional": True}
+
+
+def _env(docs: list[dict]) -> dict[str, dict]:
+    container = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e for e in container["env"]}
+
+
+def test_a_webhook_token_is_generated_by_default_and_copied_where_alertmanager_needs_it():
+    docs = render("--set", "monitoring.alertmanagerConfig.enabled=true",
+                  "--set", "monitoring.alertmanagerConfig.namespaces={kubetts-system,voice,tts}")  # fmt: skip
+    secrets = {(d["metadata"]["namespace"], d["metadata"]["name"]): d for d in by_kind(docs, "Secret")}
+    assert set(secrets) == {(ns, "kubetts-webhook-token") for ns in ("kubetts-system", "voice", "tts")}
+    tokens = {base64.b64decode(d["data"]["token"]).decode() for d in secrets.values()}
+    (token,) = tokens  # one token, the same in every copy
+    assert len(token) >= 32 and token.isalnum()
+    assert _env(docs)["KUBETTS_OPERATOR_WEBHOOK_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "kubetts-webhook-token",
+        "key": "token",
+        "optional": True,
+    }
+    configs = by_kind(docs, "AlertmanagerConfig")
+    # One per namespace: the default matcher strategy only routes a namespace's own alerts.
+    assert {c["metadata"]["namespace"] for c in configs} == {"kubetts-system", "voice", "tts"}
+    for config in configs:
+        credentials = config["spec"]["receivers"][0]["webhookConfigs"][0]["httpConfig"]["authorization"]
+        assert credentials["credentials"] == {"name": "kubetts-webhook-token", "key": "token"}
+    # Each render draws a new one; an installed release keeps its own (lookup; tested on a real
+    # cluster in test_operator.py).
+    again = render()
+    (other,) = by_kind(again, "Secret")
+    assert base64.b64decode(other["data"]["token"]).decode() != token
+
+
+def test_alertmanager_configs_follow_the_watched_namespaces():
+    docs = render(
+        "--set", "monitoring.alertmanagerConfig.enabled=true", "--set", "operator.watchNamespaces={tts,voice}"
+    )
+    assert {c["metadata"]["namespace"] for c in by_kind(docs, "AlertmanagerConfig")} == {"tts", "voice"}
+
+
+def test_network_policy_admits_the_webhook_only_from_alertmanagers_namespaces():
+    docs = render("--set", "operator.webhook.allowedNamespaces={monitoring,observability}")
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    (deployment,) = by_kind(docs, "Deployment")
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    webhook, health = policy["spec"]["ingress"]
+    assert webhook["ports"] == [{"port": "webhook", "protocol": "TCP"}]
+    assert [
+        f["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for f in webhook["from"]
+    ] == [
+        "monitoring",
+        "observability",
+    ]
+    assert health == {"ports": [{"port": "health", "protocol": "TCP"}]}  # the kubelet's probes
+    ports = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert {"webhook", "health"} <= ports
+    assert not by_kind(render("--set", "operator.webhook.networkPolicy.enabled=false"), "NetworkPolicy")
+    # No namespace listed: no webhook rule at all (an empty `from` would admit every source).
+    (closed,) = by_kind(render("--set-json", "operator.webhook.allowedNamespaces=[]"), "NetworkPolicy")
+    assert closed["spec"]["ingress"] == [health]
+
+
+def test_monitoring_labels_reach_the_operator():
+    docs = render("--set", "monitoring.labels.release=kube-prometheus-stack")
+    value = _env(docs)["KUBETTS_OPERATOR_MONITORING_LABELS"]["value"]
+    assert json.loads(value) == {"release": "kube-prometheus-stack"}
+    assert json.loads(_env(render())["KUBETTS_OPERATOR_MONITORING_LABELS"]["value"]) == {}
 
 
 @pytest.mark.parametrize(
@@ -211,8 +313,10 @@ def test_everything_toggle():
         ["--set", "operator.replicas=two"],
         ["--set", "operator.webhook.port=99999"],
         ["--set", "operator.image.pullPolicy=Sometimes"],
-        ["--set", "operator.p99Window=1 minute"],
+        ["--set", "operator.signalWindow=1 minute"],
         ["--set", "monitoring.enabled=maybe"],
+        ["--set", "monitoring.labels.release=1"],
+        ["--set", "operator.webhook.allowedNamespaces=monitoring"],
         ["--set", "unknownKey=1"],
     ],
 )
@@ -237,6 +341,15 @@ def test_dashboard_parses_and_queries_only_exported_metrics():
     titles = " ".join(p["title"] for p in dashboard["panels"]).lower()
     for topic in ("requests per second", "p99", "queue", "batch size", "real-time factor", "replicas"):
         assert topic in titles
+
+
+def test_plain_manifests_ship_no_shared_secret():
+    docs = [d for d in yaml.safe_load_all((ROOT / "manifests" / "operator.yaml").read_text()) if d]
+    assert not by_kind(docs, "Secret")
+    ref = _env(docs)["KUBETTS_OPERATOR_WEBHOOK_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == manifests.WEBHOOK_TOKEN_SECRET and ref["optional"] is True
+    readme = (ROOT / "README.md").read_text()
+    assert f"create secret generic {manifests.WEBHOOK_TOKEN_SECRET}" in readme
 
 
 def test_manifests_equal_a_fresh_render():

@@ -79,7 +79,7 @@ def test_users_apply_the_example_and_get_a_running_service(cluster, operator):
     assert ready["status"] == "True" and ready["observedGeneration"] == obj["metadata"]["generation"]
     # The printer columns users see.
     table = cluster.plane.kubectl("get", "tts", "-n", ns).stdout.splitlines()
-    assert table[0].split() == ["NAME", "ENGINE", "REPLICAS", "READY", "P99", "STATUS", "AGE"]
+    assert table[0].split() == ["NAME", "ENGINE", "REPLICAS", "READY", "DEMAND", "STATUS", "AGE"]
     assert table[1].split()[:3] == [name, "espeak", str(example["spec"].get("replicas", 1))]
     assert "Running" in table[1]
     # Its pods run on the CPU node, never on the tainted GPU node.
@@ -330,6 +330,10 @@ def test_the_operator_is_never_forbidden_and_uses_what_the_chart_grants(cluster,
         ("kubetts.io", "ttsservices/finalizers"): ["update"],
         ("monitoring.coreos.com", "servicemonitors"): ["create"],
         ("monitoring.coreos.com", "prometheusrules"): ["create"],
+        # Only for autoscaling.provider hpa / keda: tests/test_operator_autoscaling.py's operator
+        # runs with these same grants and writes, reads and deletes both.
+        ("autoscaling", "horizontalpodautoscalers"): ["create", "delete", "patch"],
+        ("keda.sh", "scaledobjects"): ["create", "delete", "patch"],
     }
     assert {k: v for k, v in unused.items() if v} == {k: v for k, v in expected_unused.items() if k in grants}
 

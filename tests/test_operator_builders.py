@@ -7,16 +7,18 @@ import json
 import kubernetes_validate
 import pytest
 from tts_operator.builders import (
-    P99_ALERT,
     build_deployment,
+    build_hpa,
     build_prometheus_rule,
+    build_scaled_object,
     build_service,
     build_service_monitor,
     container_env,
     endpoint,
-    p99_alert_rule,
+    monitoring_labels,
     service_settings,
 )
+from tts_operator.promql import DEMAND_RECORD, HIGH_ALERT, LOW_ALERT, demand_expression, rule_group
 from tts_operator.spec import parse_spec
 from tts_service.settings import Settings
 
@@ -139,15 +141,86 @@ def test_service_and_selectors_match():
     assert endpoint("demo", "ns") == "http://demo.ns.svc:8080"
 
 
-def test_monitoring_objects():
-    spec = parse_spec(GPU_SPEC)
-    monitor = build_service_monitor("demo", "ns", spec)
+def test_monitoring_objects_carry_the_stacks_selector_labels():
+    spec = parse_spec({**GPU_SPEC, "monitoring": {"labels": {"release": "prom", "team": "voice"}}})
+    extra = monitoring_labels(spec, {"release": "kube-prometheus-stack", "tier": "gpu"})
+    # The operator-wide default, overridden per TTSService.
+    assert extra == {"release": "prom", "tier": "gpu", "team": "voice"}
+    monitor = build_service_monitor("demo", "ns", spec, extra)
+    rule = build_prometheus_rule("demo", "ns", spec, extra)
+    for obj in (monitor, rule):
+        assert extra.items() <= obj["metadata"]["labels"].items()
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kubetts-operator"
     assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
-    rule = build_prometheus_rule("demo", "ns", spec)["spec"]["groups"][0]["rules"][0]
-    assert rule == p99_alert_rule("demo", "ns", spec)
-    assert rule["alert"] == P99_ALERT and rule["for"] == "90s"
-    assert rule["expr"].startswith(
-        "histogram_quantile(0.99, sum by (le) (rate(tts_request_duration_seconds_bucket{"
+    assert rule["spec"]["groups"] == [rule_group("demo", "ns", spec)]
+    rules = rule["spec"]["groups"][0]["rules"]
+    alerts = {r["alert"]: r for r in rules if "alert" in r}
+    assert set(alerts) == {HIGH_ALERT, LOW_ALERT}
+    assert all(a["for"] == "90s" for a in alerts.values())
+    assert all(
+        a["labels"]["tts_namespace"] == "ns" and a["labels"]["tts_name"] == "demo" for a in alerts.values()
     )
-    assert 'namespace="ns",service="demo"' in rule["expr"] and rule["expr"].endswith("> 0.9")
-    assert rule["labels"]["tts_namespace"] == "ns" and rule["labels"]["tts_name"] == "demo"
+    # Capacity, not input length: queue wait (the default signal), never whole-request latency.
+    assert all("tts_queue_wait_seconds_bucket" in a["expr"] for a in alerts.values())
+    assert not any("tts_request_duration_seconds" in r["expr"] for r in rules)
+    assert all("sum by (le, namespace)" in a["expr"] for a in alerts.values())  # keeps namespace
+    latency = rule_group(
+        "demo", "ns", parse_spec({"autoscaling": {"signal": "latency", "p99TargetSeconds": 0.9}})
+    )
+    assert all(
+        "tts_synthesis_duration_seconds_bucket" in r["expr"] and "> 0.9" in r["expr"]
+        for r in latency["rules"]
+    )
+
+
+def test_without_monitoring_labels_only_the_operators_own():
+    spec = parse_spec({})
+    assert monitoring_labels(spec, {}) == {}
+    assert "release" not in build_service_monitor("demo", "ns", spec, {})["metadata"]["labels"]
+
+
+@pytest.mark.parametrize("k8s_version", ["1.29", "1.33"])
+def test_hpa_validates_and_reads_the_recorded_demand(k8s_version):
+    spec = parse_spec(GPU_SPEC)
+    hpa = build_hpa("demo", "ns", spec)
+    kubernetes_validate.validate(hpa, k8s_version, strict=True)
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "demo"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["external"]["metric"] == {
+        "name": DEMAND_RECORD,
+        "selector": {"matchLabels": {"namespace": "ns", "service": "demo"}},
+    }
+    assert metric["external"]["target"] == {"type": "AverageValue", "averageValue": "1"}
+    behavior = hpa["spec"]["behavior"]
+    assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 90
+    assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 300
+    assert behavior["scaleUp"]["policies"] == [{"type": "Pods", "value": 4, "periodSeconds": 15}]
+
+
+def test_scaled_object_queries_the_same_demand():
+    spec = parse_spec(GPU_SPEC)
+    scaled = build_scaled_object("demo", "ns", spec, "http://prometheus.monitoring:9090")
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert trigger["metadata"]["query"] == demand_expression("demo", "ns", spec["autoscaling"])
+    assert trigger["metadata"]["serverAddress"] == "http://prometheus.monitoring:9090"
+    assert scaled["spec"]["fallback"]["behavior"] == "currentReplicas"  # blind means hold
+    assert (
+        scaled["spec"]["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        == build_hpa("demo", "ns", spec)["spec"]["behavior"]
+    )
+    own = parse_spec(
+        {**GPU_SPEC, "autoscaling": {**GPU_SPEC["autoscaling"], "prometheusURL": "http://p:9090"}}
+    )
+    assert (
+        build_scaled_object("demo", "ns", own, "http://x")["spec"]["triggers"][0]["metadata"]["serverAddress"]
+        == "http://p:9090"
+    )
+
+
+@pytest.mark.parametrize("k8s_version", ["1.29", "1.33"])
+def test_a_deployment_whose_replicas_belong_to_an_autoscaler_leaves_them_out(k8s_version):
+    dep = build_deployment("demo", "ns", parse_spec(GPU_SPEC), None)
+    assert "replicas" not in dep["spec"]
+    kubernetes_validate.validate(dep, k8s_version, strict=True)

@@ -10,12 +10,18 @@ import contextlib
 import pytest
 from kube_api import RunningAPI
 from operator_harness import OperatorProcess, tts_object, wait_for
+from tts_operator.promql import HIGH_ALERT
 
 NS = "default"
 TTS = "/apis/kubetts.io/v1alpha1/namespaces/{ns}/ttsservices"
 DEPLOYMENTS = "/apis/apps/v1/namespaces/{ns}/deployments"
 SERVICES = "/api/v1/namespaces/{ns}/services"
-FAST_RETRIES = {"KUBETTS_OPERATOR_RETRY_DELAY_S": "0.3", "KUBETTS_OPERATOR_API_TIMEOUT_S": "1"}
+TOKEN = "faults"
+FAST_RETRIES = {
+    "KUBETTS_OPERATOR_RETRY_DELAY_S": "0.3",
+    "KUBETTS_OPERATOR_API_TIMEOUT_S": "1",
+    "KUBETTS_OPERATOR_WEBHOOK_TOKEN": TOKEN,
+}
 
 
 @contextlib.contextmanager
@@ -106,7 +112,8 @@ def test_webhook_answers_503_when_the_alert_cannot_be_recorded(api, tmp_path):
     be answered 200 (the alert would be lost)."""
     alert = {
         "status": "firing",
-        "labels": {"alertname": "TTSServiceP99LatencyHigh", "tts_namespace": NS, "tts_name": "demo"},
+        "labels": {"alertname": HIGH_ALERT, "namespace": NS, "tts_namespace": NS, "tts_name": "demo"},
+        "annotations": {"demand": "2"},
         "startsAt": "2026-01-01T00:00:00Z",
         "endsAt": "0001-01-01T00:00:00Z",
     }
@@ -118,9 +125,10 @@ def test_webhook_answers_503_when_the_alert_cannot_be_recorded(api, tmp_path):
         fault = api.inject(
             "PATCH", "/ttsservices/demo/status", status=500, times=1, agent="kubetts-operator/"
         )
-        status, body = op.post_alerts(payload)
+        status, body = op.post_alerts(payload, token=TOKEN)
         assert status == 503 and "error" in body
         assert fault["hits"] == 1
-        assert op.post_alerts(payload) == (200, {"received": 1, "recorded": 1})  # Alertmanager's retry
-        recorded = api.get(f"{TTS.format(ns=NS)}/demo")["status"]["autoscaler"]["alert"]
+        # Alertmanager's retry
+        assert op.post_alerts(payload, token=TOKEN) == (200, {"received": 1, "recorded": 1, "ignored": []})
+        recorded = api.get(f"{TTS.format(ns=NS)}/demo")["status"]["autoscaler"]["alerts"][HIGH_ALERT]
         assert recorded["firing"] is True and recorded["startsAt"] == alert["startsAt"]

@@ -36,7 +36,7 @@ def test_crd_names_and_subresources():
     assert version["name"] == "v1alpha1" and version["subresources"]["status"] == {}
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
     columns = {c["name"] for c in version["additionalPrinterColumns"]}
-    assert {"Replicas", "Ready", "P99", "Age"} <= columns
+    assert {"Replicas", "Ready", "Demand", "Age"} <= columns
     # kopf writes its own bookkeeping into status: a real API server would prune it otherwise.
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
     assert status["x-kubernetes-preserve-unknown-fields"] is True

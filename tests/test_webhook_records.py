@@ -65,3 +65,23 @@ def test_any_order_of_the_same_notifications_ends_in_the_same_state():
             state = apply(state, note)
         finals.add((state["firing"], state["startsAt"], state["endsAt"]))
     assert finals == {(True, "2026-01-01T01:00:00Z", "")}
+
+
+def test_a_repeated_firing_notification_refreshes_the_demand():
+    def firing(demand: str, received: float):
+        alert = {
+            "status": "firing",
+            "startsAt": STARTS,
+            "endsAt": "2026-01-01T00:05:00Z",
+            "fingerprint": "f",
+            "labels": {},
+            "annotations": {"demand": demand},
+        }
+        return {**alert_record(alert), "receivedAt": received}
+
+    state = apply(None, firing("2.5", 1.0))
+    assert state["demand"] == 2.5
+    assert apply(state, firing("1.75", 9.0)) == {**state, "receivedAt": 9.0, "demand": 1.75}
+    # A demand that is not a finite, non-negative number is no demand (the autoscaler then holds).
+    for bad in ("NaN", "+Inf", "-1", "lots", ""):
+        assert apply(state, firing(bad, 10.0))["demand"] is None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tts_service.metrics import REQUEST_DURATION
 from tts_service.settings import (
     CUDA_MODULE_LOADING_ENV,
     TORCH_CUDA_ARCH_LIST_ENV,
@@ -20,6 +19,7 @@ from tts_service.settings import (
 )
 
 from . import __version__
+from .promql import DEFAULT_WINDOW, DEMAND_RECORD, demand_expression, rule_group
 from .spec import duration_seconds
 
 CONTAINER_NAME = "tts"
@@ -31,10 +31,6 @@ GPU_RESOURCE = "nvidia.com/gpu"
 RUN_AS_USER = 10001
 PRESTOP_SLEEP_SECONDS = 5
 SYNTHESIS_ROUTES_REGEX = "/v1/audio/speech|/tts"
-P99_ALERT = "TTSServiceP99LatencyHigh"
-# Labels on the p99 alert naming the TTSService it is about; the webhook receiver reads them.
-ALERT_NAMESPACE_LABEL = "tts_namespace"
-ALERT_NAME_LABEL = "tts_name"
 
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubetts-operator"}
@@ -175,8 +171,9 @@ def _uses_gpu(spec: dict[str, Any]) -> bool:
     return any(GPU_RESOURCE in resources.get(kind, {}) for kind in ("limits", "requests"))
 
 
-def build_deployment(name: str, namespace: str, spec: dict[str, Any], replicas: int) -> dict[str, Any]:
-    """The Deployment running the service; ``replicas`` is decided by the caller (autoscaler)."""
+def build_deployment(name: str, namespace: str, spec: dict[str, Any], replicas: int | None) -> dict[str, Any]:
+    """The Deployment running the service; ``replicas`` is decided by the caller, or None when an
+    HPA or KEDA owns the field (it is then left out, so server-side apply leaves it to them)."""
     settings = service_settings(spec)
     volumes, mounts = _volumes(spec)
     env = container_env(spec)
@@ -226,7 +223,7 @@ def build_deployment(name: str, namespace: str, spec: dict[str, Any], replicas: 
         pod_spec["nodeSelector"] = spec["nodeSelector"]
     if tolerations:
         pod_spec["tolerations"] = tolerations
-    return {
+    deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
@@ -248,6 +245,9 @@ def build_deployment(name: str, namespace: str, spec: dict[str, Any], replicas: 
             },
         },
     }
+    if replicas is None:
+        del deployment["spec"]["replicas"]
+    return deployment
 
 
 def build_service(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -273,12 +273,20 @@ def build_service(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, 
     }
 
 
-def build_service_monitor(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+def monitoring_labels(spec: dict[str, Any], defaults: dict[str, str]) -> dict[str, str]:
+    """Labels a monitoring stack selects its ServiceMonitors and PrometheusRules by (e.g.
+    kube-prometheus-stack's ``release: <release>``): the operator-wide defaults, then the spec's."""
+    return {**defaults, **((spec.get("monitoring") or {}).get("labels") or {})}
+
+
+def build_service_monitor(
+    name: str, namespace: str, spec: dict[str, Any], extra_labels: dict[str, str]
+) -> dict[str, Any]:
     """prometheus-operator ServiceMonitor scraping the Service's ``http`` port."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "ServiceMonitor",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "metadata": {"name": name, "namespace": namespace, "labels": {**extra_labels, **labels(name)}},
         "spec": {
             "selector": {"matchLabels": selector_labels(name)},
             "namespaceSelector": {"matchNames": [namespace]},
@@ -287,58 +295,106 @@ def build_service_monitor(name: str, namespace: str, spec: dict[str, Any]) -> di
     }
 
 
-DEFAULT_WINDOW = "1m"
-
-
-def _selector(name: str, namespace: str) -> str:
-    return f'namespace="{namespace}",service="{name}",route=~"{SYNTHESIS_ROUTES_REGEX}"'
-
-
-def p99_expression(name: str, namespace: str, window: str = DEFAULT_WINDOW) -> str:
-    """PromQL for the service's p99 latency over synthesis routes (used by alert and poll)."""
-    return (
-        f"histogram_quantile(0.99, sum by (le) "
-        f"(rate({REQUEST_DURATION}_bucket{{{_selector(name, namespace)}}}[{window}])))"
-    )
-
-
-def request_rate_expression(name: str, namespace: str, window: str = DEFAULT_WINDOW) -> str:
-    """PromQL for synthesis requests per second: 0 means idle, no result means not scraped."""
-    return f"sum(rate({REQUEST_DURATION}_count{{{_selector(name, namespace)}}}[{window}]))"
-
-
-def p99_alert_rule(
-    name: str, namespace: str, spec: dict[str, Any], window: str = DEFAULT_WINDOW
-) -> dict[str, Any]:
-    """The alert that drives scale-out: p99 above target for ``autoscaling.for``."""
-    autoscaling = spec["autoscaling"]
-    duration_seconds(autoscaling["for"])  # validated by the CRD pattern; fail loudly if not
-    return {
-        "alert": P99_ALERT,
-        "expr": f"{p99_expression(name, namespace, window)} > {autoscaling['p99TargetSeconds']}",
-        "for": autoscaling["for"],
-        "labels": {"severity": "warning", ALERT_NAMESPACE_LABEL: namespace, ALERT_NAME_LABEL: name},
-        "annotations": {
-            "summary": f"TTSService {namespace}/{name}: p99 latency above {autoscaling['p99TargetSeconds']}s",
-            "description": "kubetts-operator scales this TTSService out while the alert fires.",
-        },
-    }
-
-
 def build_prometheus_rule(
-    name: str, namespace: str, spec: dict[str, Any], window: str = DEFAULT_WINDOW
+    name: str,
+    namespace: str,
+    spec: dict[str, Any],
+    extra_labels: dict[str, str],
+    window: str = DEFAULT_WINDOW,
 ) -> dict[str, Any]:
-    """prometheus-operator PrometheusRule holding the p99 alert."""
+    """prometheus-operator PrometheusRule holding the two scaling alerts (see :mod:`.promql`)."""
     return {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "metadata": {"name": name, "namespace": namespace, "labels": {**extra_labels, **labels(name)}},
         "spec": {"groups": [rule_group(name, namespace, spec, window)]},
     }
 
 
-def rule_group(
-    name: str, namespace: str, spec: dict[str, Any], window: str = DEFAULT_WINDOW
+def _behavior(autoscaling: dict[str, Any]) -> dict[str, Any]:
+    """The autoscaling spec as an HPA ``behavior`` (also KEDA's), so all providers decide alike."""
+    return {
+        "scaleUp": {
+            "stabilizationWindowSeconds": round(duration_seconds(autoscaling["for"])),
+            "policies": [{"type": "Pods", "value": autoscaling["scaleUpStep"], "periodSeconds": 15}],
+        },
+        "scaleDown": {
+            "stabilizationWindowSeconds": autoscaling["scaleDownStabilizationSeconds"],
+            "policies": [{"type": "Pods", "value": autoscaling["scaleDownStep"], "periodSeconds": 15}],
+        },
+    }
+
+
+def build_hpa(name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """``autoscaling.provider: hpa``: an autoscaling/v2 HPA on the Deployment, on the external metric
+    ``tts_capacity_demand`` -- the PrometheusRule's recording of replicas' worth of load, served by
+    prometheus-adapter (README) -- with an average target of 1: ``ceil(pods x ratio)`` replicas."""
+    autoscaling = spec["autoscaling"]
+    return _scaler(
+        "autoscaling/v2",
+        "HorizontalPodAutoscaler",
+        name,
+        namespace,
+        {
+            "minReplicas": autoscaling["minReplicas"],
+            "maxReplicas": autoscaling["maxReplicas"],
+            "metrics": [
+                {
+                    "type": "External",
+                    "external": {
+                        "metric": {
+                            "name": DEMAND_RECORD,
+                            "selector": {"matchLabels": {"namespace": namespace, "service": name}},
+                        },
+                        "target": {"type": "AverageValue", "averageValue": "1"},
+                    },
+                }
+            ],
+            "behavior": _behavior(autoscaling),
+        },
+    )
+
+
+def _scaler(api_version: str, kind: str, name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """An HPA or a ScaledObject of the TTSService's Deployment (the same target for both)."""
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(name)},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}, **spec},
+    }
+
+
+def build_scaled_object(
+    name: str, namespace: str, spec: dict[str, Any], prometheus_url: str, window: str = DEFAULT_WINDOW
 ) -> dict[str, Any]:
-    """The Prometheus rule group (also usable as a plain rules file for a Prometheus without the operator)."""
-    return {"name": f"kubetts.{namespace}.{name}", "rules": [p99_alert_rule(name, namespace, spec, window)]}
+    """``autoscaling.provider: keda``: a KEDA ScaledObject with a Prometheus trigger on the demand
+    expression; on Prometheus failures it keeps the current replicas (blind means hold)."""
+    autoscaling = spec["autoscaling"]
+    return _scaler(
+        "keda.sh/v1alpha1",
+        "ScaledObject",
+        name,
+        namespace,
+        {
+            "minReplicaCount": autoscaling["minReplicas"],
+            "maxReplicaCount": autoscaling["maxReplicas"],
+            "pollingInterval": 15,
+            "fallback": {
+                "failureThreshold": 3,
+                "replicas": autoscaling["minReplicas"],
+                "behavior": "currentReplicas",
+            },
+            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _behavior(autoscaling)}},
+            "triggers": [
+                {
+                    "type": "prometheus",
+                    "metadata": {
+                        "serverAddress": autoscaling.get("prometheusURL") or prometheus_url,
+                        "query": demand_expression(name, namespace, autoscaling, window),
+                        "threshold": "1",
+                    },
+                }
+            ],
+        },
+    )

@@ -6,9 +6,10 @@ account or ``$KUBECONFIG`` (see :mod:`.login`), as for any Kubernetes client.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from .login import SERVICE_ACCOUNT_DIR
 
@@ -19,17 +20,23 @@ PREFIX = "KUBETTS_OPERATOR_"
 class OperatorConfig:
     # Port of the Alertmanager webhook receiver (POST /alertmanager).
     webhook_port: int = 8081
-    webhook_host: str = "0.0.0.0"
-    # Optional shared bearer token Alertmanager must send to the webhook.
+    # Where the webhook listens: loopback unless told (the chart gives the pod's own IP).
+    webhook_host: str = "127.0.0.1"
+    # The bearer token Alertmanager must send to the webhook (the chart generates one).
     webhook_token: str = ""
+    # Without a token the webhook refuses every alert, unless this says to accept unauthenticated ones.
+    webhook_insecure: bool = False
     # Default Prometheus for poll mode when a TTSService names none.
     prometheus_url: str = ""
     # How often every TTSService is resynced: drift repaired, status refreshed, autoscaler run.
     autoscale_interval_s: float = 10.0
     # Create a ServiceMonitor and PrometheusRule per TTSService (when the cluster has the CRDs).
     monitoring: bool = True
-    # The rate() window of the p99 expression, for the PrometheusRule and for poll mode.
-    p99_window: str = "1m"
+    # Labels for every ServiceMonitor and PrometheusRule (JSON object), e.g. {"release": "kube-prometheus-stack"}:
+    # what the monitoring stack selects them by. A TTSService's spec.monitoring.labels add to them.
+    monitoring_labels: dict = field(default_factory=dict)
+    # The rate() window of the scaling signal's PromQL: the PrometheusRule, poll mode, KEDA's trigger.
+    signal_window: str = "1m"
     # A firing alert not re-confirmed by Alertmanager for this long counts as "no data".
     alert_stale_s: float = 300.0
     # Timeout of one API call, and the delay before a handler that hit a transient API error retries.
@@ -56,6 +63,9 @@ class OperatorConfig:
             if name not in env:
                 continue
             raw = env[name].strip()
+            if f.name == "monitoring_labels":
+                values[f.name] = _labels(name, raw)
+                continue
             kind = type(f.default)
             try:
                 if kind is bool:
@@ -65,3 +75,17 @@ class OperatorConfig:
             except ValueError:
                 raise ValueError(f"invalid setting {name}={raw!r}: expected {kind.__name__}") from None
         return cls(**values)
+
+
+def _labels(name: str, raw: str) -> dict[str, str]:
+    try:
+        labels = json.loads(raw or "{}")
+    except ValueError:
+        labels = None
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise ValueError(
+            f'invalid setting {name}={raw!r}: expected a JSON object of strings, e.g. {{"release": "prom"}}'
+        )
+    return labels

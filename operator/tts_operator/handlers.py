@@ -70,15 +70,20 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         monitoring = config.monitoring and await client.has_resource(
             "monitoring.coreos.com/v1", "servicemonitors"
         )
+        keda = await client.has_resource("keda.sh/v1alpha1", "scaledobjects")
     except kube.ApiError:
-        monitoring = False
+        monitoring = keda = False
     logger.info(
         "prometheus-operator CRDs %s",
         "found: creating ServiceMonitor and PrometheusRule" if monitoring else "absent",
     )
-    operator = Operator(client, config, EventPoster(client), monitoring, tuple(memo.get("namespaces") or ()))
+    operator = Operator(
+        client, config, EventPoster(client), monitoring, tuple(memo.get("namespaces") or ()), keda=keda
+    )
     memo["operator"] = operator
-    runner = web.AppRunner(make_app(client, config.webhook_token), access_log=None)
+    runner = web.AppRunner(
+        make_app(client, config.webhook_token, insecure=config.webhook_insecure), access_log=None
+    )
     await runner.setup()
     await web.TCPSite(runner, config.webhook_host, config.webhook_port).start()
     memo["webhook"] = runner

@@ -25,6 +25,8 @@ from . import __version__
 
 log = logging.getLogger("tts_operator.kube")
 FIELD_MANAGER = "kubetts-operator"
+# Holds Deployment.spec.replicas between the operator letting go of it and an HPA's first write.
+HANDOVER_MANAGER = "kubetts-operator-replicas-handover"
 USER_AGENT = f"kubetts-operator/{__version__}"
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -36,6 +38,8 @@ _PLURALS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitors",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrules",
     ("coordination.k8s.io/v1", "Lease"): "leases",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobjects",
 }
 # Answers that the same request will get again: retrying soon is pointless (see is_permanent).
 PERMANENT_STATUSES = frozenset({400, 403, 404, 405, 413, 415, 422})
@@ -147,17 +151,29 @@ class KubeClient:
         query = {"labelSelector": label_selector} if label_selector else None
         return (await self.request("GET", path, query=query) or {}).get("items", [])
 
-    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Server-side apply ``manifest`` as ``kubetts-operator`` (creating it if absent).
+    async def apply(self, manifest: dict[str, Any], field_manager: str = FIELD_MANAGER) -> dict[str, Any]:
+        """Server-side apply ``manifest`` as ``field_manager`` (creating it if absent).
 
         The manager owns exactly the fields in ``manifest``: fields it set before and left out
         now are removed, fields other managers set are kept, and a conflict over a field it
         sets is forced in its favour.  The API server writes nothing when nothing changes.
         """
-        query = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        query = {"fieldManager": field_manager, "force": "true"}
         return await self.request(
             "PATCH", manifest_path(manifest), body=manifest, content_type=APPLY, query=query
         )
+
+    async def delete(self, path: str, *, uid: str | None = None) -> bool:
+        """Delete the object at ``path`` (only if its uid is still ``uid``, when given); False when
+        it did not exist (or was replaced meanwhile)."""
+        body = {"preconditions": {"uid": uid}} if uid else None
+        try:
+            await self.request("DELETE", path, body=body)
+        except ApiError as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
 
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self.request("POST", path, body=body)

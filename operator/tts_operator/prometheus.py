@@ -1,28 +1,20 @@
-"""Poll mode: read a TTSService's p99 latency from the Prometheus HTTP API.
+"""Poll mode: read a TTSService's demand (:mod:`.promql`) from the Prometheus HTTP API.
 
-Anything but a clean numeric answer -- Prometheus down, slow, an error status, garbage,
-an empty result -- is "no data" with a reason, never a number to scale on.  One case is
-told apart: when the p99 is undefined because the service is scraped but received no
-requests in the window, it is *idle* (p99 reported as 0), which lets an idle service
-scale in; a service that is not scraped at all stays "no data".
+Anything but a clean numeric answer -- Prometheus down, slow, an error status, garbage, NaN, an
+empty result -- is "no data" with a reason, never a number to scale on.  The expression
+itself tells an idle service (scraped, no requests: 0, so it can scale in) from one that is not
+scraped at all (no series: no data).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import aiohttp
 
-from .builders import DEFAULT_WINDOW, p99_expression, request_rate_expression
+from .autoscaler import Reading
 
 QUERY_TIMEOUT_S = 5.0
-
-
-@dataclass(frozen=True)
-class Reading:
-    p99_s: float | None
-    problem: str | None = None  # why there is no value
 
 
 async def _instant(session: aiohttp.ClientSession, url: str, query: str) -> tuple[float | None, str | None]:
@@ -43,22 +35,17 @@ async def _instant(session: aiohttp.ClientSession, url: str, query: str) -> tupl
         return None, f"unexpected Prometheus answer: {type(exc).__name__}"
 
 
-async def query_p99(prometheus_url: str, name: str, namespace: str, window: str = DEFAULT_WINDOW) -> Reading:
-    """The service's p99 over ``window``; 0 when scraped but idle; no value (with a reason) otherwise."""
+async def query_demand(prometheus_url: str, expression: str) -> Reading:
+    """The demand ``expression`` evaluates to now, or no value with the reason."""
     timeout = aiohttp.ClientTimeout(total=QUERY_TIMEOUT_S)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        p99, problem = await _instant(session, prometheus_url, p99_expression(name, namespace, window))
-        if problem:
-            return Reading(None, problem)
-        if p99 is not None and not (math.isnan(p99) or math.isinf(p99)):
-            return Reading(p99)
-        rate, problem = await _instant(
-            session, prometheus_url, request_rate_expression(name, namespace, window)
-        )
+        value, problem = await _instant(session, prometheus_url, expression)
     if problem:
         return Reading(None, problem)
-    if rate is None:
-        return Reading(None, "no latency samples: the service is not scraped (yet)")
-    if rate == 0:
-        return Reading(0.0)  # scraped, but idle: nothing is slow
-    return Reading(None, "p99 is undefined although requests arrive")
+    if value is None:
+        return Reading(None, "no samples: the service is not scraped (yet)")
+    if math.isnan(value):
+        return Reading(None, "the signal is undefined (NaN)")
+    if value < 0:
+        return Reading(None, f"the signal is negative ({value:g})")
+    return Reading(value)

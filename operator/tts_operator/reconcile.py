@@ -31,15 +31,18 @@ from typing import Any
 
 from .builders import (
     build_deployment,
+    build_hpa,
     build_prometheus_rule,
+    build_scaled_object,
     build_service,
     build_service_monitor,
     endpoint,
     label_selector,
+    monitoring_labels,
     owned,
 )
 from .config import OperatorConfig
-from .kube import FIELD_MANAGER, ApiError, KubeClient, manifest_path
+from .kube import FIELD_MANAGER, HANDOVER_MANAGER, ApiError, KubeClient, manifest_path, object_path
 from .scaling import autoscale
 from .spec import API_VERSION, KIND, InvalidSpec, parse_spec, tts_path
 from .status import (
@@ -77,11 +80,13 @@ class Operator:
     event: EventFn
     monitoring: bool = False
     namespaces: tuple[str, ...] = ()  # empty: the whole cluster
+    keda: bool = False  # the cluster serves KEDA's ScaledObjects
     seen: dict[str, tuple[int, tuple]] = field(
         default_factory=dict
     )  # child path -> (resourceVersion, apply_mark)
     backoff: dict[str, Backoff] = field(default_factory=dict)  # TTSService uid -> schedule
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # TTSService uid -> lock
+    absent: set[str] = field(default_factory=set)  # optional child paths known deleted
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
@@ -136,22 +141,71 @@ def desired_replicas(spec: dict[str, Any], status: dict[str, Any] | None) -> int
     return max(autoscaling["minReplicas"], min(autoscaling["maxReplicas"], replicas))
 
 
+def replicas_owner(spec: dict[str, Any]) -> str:
+    """Who writes Deployment.spec.replicas: the operator (``builtin``), or an HPA (``hpa``, also what a
+    ``keda`` ScaledObject drives)."""
+    autoscaling = spec["autoscaling"]
+    return autoscaling["provider"] if autoscaling["enabled"] else "builtin"
+
+
 def children(
-    owner: dict[str, Any], spec: dict[str, Any], replicas: int, *, monitoring: bool, window: str
-) -> list[dict]:
-    """Every child manifest of ``owner``, with its controller reference."""
+    op: Operator, owner: dict[str, Any], spec: dict[str, Any], replicas: int
+) -> tuple[list[dict], list[str]]:
+    """Every child manifest of ``owner`` (with its controller reference), and the paths of optional
+    children it must not have (an HPA or ScaledObject of another provider)."""
     name, namespace = owner["metadata"]["name"], owner["metadata"]["namespace"]
-    manifests = [build_deployment(name, namespace, spec, replicas), build_service(name, namespace, spec)]
-    if monitoring:
+    provider = replicas_owner(spec)
+    manifests = [
+        build_deployment(name, namespace, spec, replicas if provider == "builtin" else None),
+        build_service(name, namespace, spec),
+    ]
+    if op.monitoring:
+        extra = monitoring_labels(spec, op.config.monitoring_labels)
         manifests += [
-            build_service_monitor(name, namespace, spec),
-            build_prometheus_rule(name, namespace, spec, window),
+            build_service_monitor(name, namespace, spec, extra),
+            build_prometheus_rule(name, namespace, spec, extra, op.config.signal_window),
         ]
-    return [owned(m, owner) for m in manifests]
+    optional = {
+        "hpa": object_path("autoscaling/v2", "HorizontalPodAutoscaler", namespace, name),
+        "keda": object_path("keda.sh/v1alpha1", "ScaledObject", namespace, name),
+    }
+    if provider == "hpa":
+        manifests.append(build_hpa(name, namespace, spec))
+    elif provider == "keda":
+        manifests.append(
+            build_scaled_object(name, namespace, spec, op.config.prometheus_url, op.config.signal_window)
+        )
+    unwanted = [path for kind, path in optional.items() if kind != provider and (kind != "keda" or op.keda)]
+    return [owned(m, owner) for m in manifests], unwanted
 
 
-async def apply_children(op: Operator, manifests: list[dict[str, Any]]) -> tuple[dict[str, Any], list[str]]:
-    """Apply each child; return the Deployment as the API server has it, and what changed."""
+def _owns_replicas(mark: tuple | None) -> bool:
+    """Whether this operator's Apply entry (in a Deployment's apply_mark) owns spec.replicas."""
+    return bool(mark) and any('"f:replicas"' in fields for _, fields in mark[1])
+
+
+async def _hand_over_replicas(op: Operator, manifest: dict[str, Any]) -> None:
+    """Before leaving spec.replicas to an HPA: pin today's value under a hand-over manager, so
+    dropping it from our apply does not reset it to 1 (server-side apply would: nobody else owns
+    it yet); the HPA takes it over with its first write."""
+    live = await op.client.get(manifest_path(manifest))
+    if not live or "replicas" not in (live.get("spec") or {}):
+        return
+    meta = manifest["metadata"]
+    pin = {
+        "apiVersion": manifest["apiVersion"],
+        "kind": manifest["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": {"replicas": live["spec"]["replicas"]},
+    }
+    await op.client.apply(pin, field_manager=HANDOVER_MANAGER)
+
+
+async def apply_children(
+    op: Operator, manifests: list[dict[str, Any]], unwanted: list[str], owner_uid: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Apply each child and delete the unwanted ones this TTSService controls; return the
+    Deployment as the API server has it, and what changed."""
     actions, deployment = [], {}
     for manifest in manifests:
         path = manifest_path(manifest)
@@ -159,15 +213,49 @@ async def apply_children(op: Operator, manifests: list[dict[str, Any]]) -> tuple
         known = op.seen.get(path)
         # First sight since start-up (or it was deleted): what is there?
         before = known[1] if known is not None else apply_mark(await op.client.get(path))
+        if manifest["kind"] == "Deployment" and "replicas" not in manifest["spec"] and _owns_replicas(before):
+            await _hand_over_replicas(op, manifest)
+            actions.append(f"left {label}'s replicas to its autoscaler")
         result = await op.client.apply(manifest)
         if before is None:
             actions.append(f"created {label}")
         elif apply_mark(result) != before:
             actions.append(f"updated {label}")
         op.observe(path, result)
+        op.absent.discard(path)
         if manifest["kind"] == "Deployment":
             deployment = result
+    for path in unwanted:
+        if path in op.absent:
+            continue
+        # Only what this TTSService controls: a user's own HPA of the same name is left alone.
+        live = await op.client.get(path)
+        if (
+            live
+            and _controlled_by(live, owner_uid)
+            and await op.client.delete(path, uid=live["metadata"]["uid"])
+        ):
+            plural, child = path.rsplit("/", 2)[-2:]
+            actions.append(f"deleted {plural}/{child}")
+        op.forget(path)
+        op.absent.add(path)
     return deployment, actions
+
+
+def _controlled_by(obj: dict[str, Any], owner_uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("controller") and ref.get("uid") == owner_uid for ref in refs)
+
+
+def _provider_problem(op: Operator, spec: dict[str, Any]) -> str | None:
+    """Why the chosen autoscaling provider cannot work here, if it cannot."""
+    autoscaling = spec["autoscaling"]
+    if replicas_owner(spec) == "keda":
+        if not op.keda:
+            return "autoscaling.provider keda needs KEDA: this cluster does not serve keda.sh/v1alpha1 ScaledObjects"
+        if not (autoscaling.get("prometheusURL") or op.config.prometheus_url):
+            return "autoscaling.provider keda needs autoscaling.prometheusURL (or KUBETTS_OPERATOR_PROMETHEUS_URL)"
+    return None
 
 
 async def reconcile(op: Operator, obj: dict[str, Any], *, autoscale_now: bool = False) -> None:
@@ -188,9 +276,7 @@ async def reconcile(op: Operator, obj: dict[str, Any], *, autoscale_now: bool = 
             or fresh["metadata"].get("deletionTimestamp")
         ):
             return  # deleted meanwhile: the garbage collector takes the children
-        await _reconcile(
-            op, {"apiVersion": API_VERSION, "kind": KIND, **fresh}, autoscale_now
-        )
+        await _reconcile(op, {"apiVersion": API_VERSION, "kind": KIND, **fresh}, autoscale_now)
 
 
 async def _reconcile(op: Operator, obj: dict[str, Any], autoscale_now: bool) -> None:
@@ -228,9 +314,14 @@ async def _reconcile(op: Operator, obj: dict[str, Any], autoscale_now: bool) -> 
     waiting = op.backoff.get(uid)
     if waiting is not None and waiting.generation == generation and time.monotonic() < waiting.retry_at:
         return  # refused for good last time; its status says so; retried at retry_at
+    problem = _provider_problem(op, spec)
+    if problem:
+        await _write_status(op, obj, await refuse("ProviderUnavailable", problem))
+        return
     replicas = desired_replicas(spec, status)
     extra_conditions: list[dict[str, Any]] = []
-    if spec["autoscaling"]["enabled"] and autoscale_now:
+    builtin = spec["autoscaling"]["enabled"] and replicas_owner(spec) == "builtin"
+    if builtin and autoscale_now:
         decision = await autoscale(op, obj, spec, status, replicas)
         if decision.replicas != replicas:
             await op.event(obj, type="Normal", reason="Scaled", message=decision.reason)
@@ -238,11 +329,11 @@ async def _reconcile(op: Operator, obj: dict[str, Any], autoscale_now: bool) -> 
         replicas = decision.replicas
         new["autoscaler"] = decision.summary
         extra_conditions.append(decision.metrics_condition(generation))
-    elif spec["autoscaling"]["enabled"]:
+    elif builtin:
         new["autoscaler"] = {"desiredReplicas": replicas}  # merged: the rest of status.autoscaler stays
-    manifests = children(obj, spec, replicas, monitoring=op.monitoring, window=op.config.p99_window)
+    manifests, unwanted = children(op, obj, spec, replicas)
     try:
-        deployment, actions = await apply_children(op, manifests)
+        deployment, actions = await apply_children(op, manifests, unwanted, uid)
     except ApiError as exc:
         if not exc.permanent:
             raise
@@ -257,6 +348,8 @@ async def _reconcile(op: Operator, obj: dict[str, Any], autoscale_now: bool) -> 
     op.backoff.pop(uid, None)
     for action in actions:
         await op.event(obj, type="Normal", reason="Reconciled", message=action)
+    if not builtin and spec["autoscaling"]["enabled"]:  # an HPA decides: roll-out against its count
+        replicas = int((deployment.get("spec") or {}).get("replicas") or replicas)
     phase, conditions, counts = workload_status(Rollout.of(deployment, replicas), generation)
     new.update(phase=phase.value, **counts)
     new["conditions"] = merge_conditions(status.get("conditions"), conditions + extra_conditions)

@@ -1,53 +1,82 @@
-"""The Alertmanager webhook receiver: ``POST /alertmanager`` records p99 alerts in status.
+"""The Alertmanager webhook receiver: ``POST /alertmanager`` records scaling alerts in status.
 
-It does not scale by itself.  It validates the payload, keeps only the operator's own
-p99 alert for TTSServices that exist, and writes the alert's state into the TTSService's
-``status.autoscaler.alert``; the resync loop's autoscaler acts on it.  Recording by
-the alert's own timestamps makes it idempotent under duplicate notifications and immune
-to out-of-order ones: an older notification never overwrites a newer one.  A repeated
-firing notification only refreshes ``receivedAt``, so a firing alert that Alertmanager
-stops confirming (it is down) goes stale instead of scaling forever.
+It does not scale by itself.  It validates the payload, keeps only the operator's own alerts
+(:data:`~tts_operator.promql.ALERTS`) for TTSServices that exist, and writes each alert's state and
+demand into the TTSService's ``status.autoscaler.alerts.<alertname>``; the resync loop's autoscaler
+acts on them.  Recording by the alert's own timestamps makes it idempotent under duplicate
+notifications and immune to out-of-order ones: an older notification never overwrites a newer one.
+A repeated firing notification refreshes ``receivedAt`` (and the demand), so an alert that
+Alertmanager stops confirming (it is down) goes stale instead of scaling forever.
+
+It is an attack surface -- whoever can post to it could push every TTSService to maxReplicas GPUs --
+so it requires a bearer token (refusing everything when none is configured, unless explicitly told
+to accept unauthenticated alerts), takes label values only when they are valid Kubernetes names
+before they reach an API path, and acts on an alert only when the namespace Prometheus evaluated it
+in is the TTSService's own.  What the API server refuses for good (403, 404) is answered 200 with
+the reason, so Alertmanager does not retry it forever; only transient failures get a 503.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
+import math
+import re
 import time
 from typing import Any
 
 from aiohttp import web
 
-from .builders import ALERT_NAME_LABEL, ALERT_NAMESPACE_LABEL, P99_ALERT
 from .kube import ApiError, KubeClient
+from .promql import ALERT_NAME_LABEL, ALERT_NAMESPACE_LABEL, ALERTS, DEMAND_ANNOTATION
 from .spec import tts_path
 
 log = logging.getLogger("tts_operator.webhook")
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's "unset" endsAt
+NAMESPACE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # DNS-1123 label
+SERVICE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # DNS-1035 label (a TTSService's name)
 
 
 class PayloadError(ValueError):
     pass
 
 
-def parse_alerts(payload: Any) -> list[dict[str, Any]]:
-    """The p99 alerts in an Alertmanager webhook payload (version 4), validated."""
+def parse_alerts(payload: Any) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """The operator's alerts in an Alertmanager webhook payload (version 4), validated; and the
+    ones left out, each with the reason."""
     if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
         raise PayloadError("expected an Alertmanager webhook payload with an 'alerts' list")
-    alerts = []
+    alerts, ignored = [], []
     for alert in payload["alerts"]:
         if not isinstance(alert, dict) or not isinstance(alert.get("labels"), dict):
             raise PayloadError("every alert needs a 'labels' object")
         if alert.get("status") not in ("firing", "resolved"):
             raise PayloadError("every alert needs status 'firing' or 'resolved'")
         labels = alert["labels"]
-        if labels.get("alertname") != P99_ALERT:
+        if labels.get("alertname") not in ALERTS:
             continue  # not ours
-        if not labels.get(ALERT_NAMESPACE_LABEL) or not labels.get(ALERT_NAME_LABEL):
-            continue  # not about a TTSService
+        problem = label_problem(labels)
+        if problem:
+            ignored.append({"alert": str(labels.get("alertname")), "reason": problem})
+            continue
         alerts.append(alert)
-    return alerts
+    return alerts, ignored
+
+
+def label_problem(labels: dict[str, Any]) -> str | None:
+    """Why an alert's labels cannot name a TTSService it may scale, if they cannot."""
+    namespace, name = labels.get(ALERT_NAMESPACE_LABEL), labels.get(ALERT_NAME_LABEL)
+    if not isinstance(namespace, str) or not NAMESPACE_NAME.fullmatch(namespace) or len(namespace) > 63:
+        return f"label {ALERT_NAMESPACE_LABEL} is not a namespace name"
+    if not isinstance(name, str) or not SERVICE_NAME.fullmatch(name) or len(name) > 63:
+        return f"label {ALERT_NAME_LABEL} is not a TTSService name"
+    if labels.get("namespace") != namespace:
+        return (
+            f"the alert's namespace label ({labels.get('namespace')!r}) is not its {ALERT_NAMESPACE_LABEL} "
+            f"({namespace!r}): an alert may only scale a TTSService in the namespace it was evaluated in"
+        )
+    return None
 
 
 def alert_record(alert: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +86,16 @@ def alert_record(alert: dict[str, Any]) -> dict[str, Any]:
         "startsAt": alert.get("startsAt") or "",
         "endsAt": "" if firing else (alert.get("endsAt") or ""),
         "fingerprint": alert.get("fingerprint", ""),
+        "demand": _demand((alert.get("annotations") or {}).get(DEMAND_ANNOTATION)),
     }
+
+
+def _demand(value: Any) -> float | None:
+    try:
+        demand = float(value)
+    except (TypeError, ValueError):
+        return None
+    return demand if math.isfinite(demand) and demand >= 0 else None
 
 
 def is_newer(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
@@ -72,7 +110,7 @@ def is_newer(new: dict[str, Any], old: dict[str, Any] | None) -> bool:
 
 
 def alert_change(record: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What to write into ``status.autoscaler.alert`` for a received ``record``, or None.
+    """What to write into ``status.autoscaler.alerts.<alertname>`` for a received ``record``, or None.
 
     A newer notification replaces the old record; a repeat of the same firing alert only
     refreshes ``receivedAt`` (so duplicates change nothing the autoscaler acts on); a
@@ -81,41 +119,61 @@ def alert_change(record: dict[str, Any], old: dict[str, Any] | None) -> dict[str
     if is_newer(record, old):
         return record
     if old and old.get("firing") and record["firing"] and record["startsAt"] == old.get("startsAt"):
-        return {"receivedAt": record["receivedAt"]}
+        return {"receivedAt": record["receivedAt"], "demand": record["demand"]}
     return None
 
 
-def make_app(client: KubeClient, token: str = "") -> web.Application:
+def make_app(client: KubeClient, token: str = "", *, insecure: bool = False) -> web.Application:
     async def receive(request: web.Request) -> web.Response:
+        if not token and not insecure:
+            log.warning("refused an alert: no webhook token is configured (KUBETTS_OPERATOR_WEBHOOK_TOKEN)")
+            return web.json_response(
+                {"error": "this webhook has no token configured: set KUBETTS_OPERATOR_WEBHOOK_TOKEN "
+                 "(the chart does), or KUBETTS_OPERATOR_WEBHOOK_INSECURE=true to accept unauthenticated alerts"},
+                status=401,
+            )  # fmt: skip
         if token:
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 return web.json_response({"error": "missing or wrong bearer token"}, status=401)
         try:
-            alerts = parse_alerts(await request.json())
+            alerts, ignored = parse_alerts(await request.json())
         except (ValueError, PayloadError) as exc:
             return web.json_response({"error": f"invalid payload: {exc}"}, status=400)
         recorded = 0
         for alert in alerts:
-            namespace, name = alert["labels"][ALERT_NAMESPACE_LABEL], alert["labels"][ALERT_NAME_LABEL]
+            labels = alert["labels"]
+            namespace, name = labels[ALERT_NAMESPACE_LABEL], labels[ALERT_NAME_LABEL]
             path = tts_path(namespace, name)
             try:
                 obj = await client.get(path)
                 if obj is None:
-                    log.info("ignoring alert for %s/%s: no such TTSService", namespace, name)
+                    ignored.append(
+                        {"alert": labels["alertname"], "reason": f"no TTSService {namespace}/{name}"}
+                    )
                     continue
                 record = {**alert_record(alert), "receivedAt": time.time()}
-                old = ((obj.get("status") or {}).get("autoscaler") or {}).get("alert")
-                change = alert_change(record, old)
+                alerts_status = ((obj.get("status") or {}).get("autoscaler") or {}).get("alerts") or {}
+                change = alert_change(record, alerts_status.get(labels["alertname"]))
                 if change is None:
                     continue
-                await client.merge_patch(path + "/status", {"status": {"autoscaler": {"alert": change}}})
+                patch = {"status": {"autoscaler": {"alerts": {labels["alertname"]: change}}}}
+                await client.merge_patch(path + "/status", patch)
                 recorded += 1
-                log.info("alert %s for %s/%s recorded", alert["status"], namespace, name)
+                log.info("%s %s for %s/%s recorded", labels["alertname"], alert["status"], namespace, name)
             except ApiError as exc:
+                if exc.permanent:  # e.g. 403: retrying cannot help; say why and let Alertmanager move on
+                    ignored.append(
+                        {"alert": labels["alertname"], "reason": f"the API server refused it: {exc}"}
+                    )
+                    continue
                 log.warning("could not record alert for %s/%s: %s", namespace, name, exc)
                 return web.json_response({"error": str(exc)}, status=503)  # Alertmanager retries
-        return web.json_response({"received": len(alerts), "recorded": recorded})
+        for item in ignored:
+            log.info("ignored an alert: %s: %s", item["alert"], item["reason"])
+        return web.json_response(
+            {"received": len(alerts) + len(ignored), "recorded": recorded, "ignored": ignored}
+        )
 
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

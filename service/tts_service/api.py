@@ -437,7 +437,10 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     outcome = response.get(OUTCOME)
     service.metrics.requests.labels(route=route, code=outcome or str(response.status)).inc()
     if outcome is None:
-        service.metrics.request_duration.labels(route=route).observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        service.metrics.request_duration.labels(route=route).observe(elapsed)
+        if synthesis and response.status == 200 and isinstance(response, web.Response):  # whole, not streamed
+            service.metrics.synthesis_duration.labels(route=route).observe(elapsed)
     return response
 
 

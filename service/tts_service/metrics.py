@@ -28,25 +28,34 @@ LATENCY_BUCKETS = (
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 
 REQUEST_DURATION = "tts_request_duration_seconds"
+# The autoscaler's latency signal: successful whole-file synthesis only (no errors, no 503s
+# answered in microseconds, no streams whose length is the audio's).
+SYNTHESIS_DURATION = "tts_synthesis_duration_seconds"
+QUEUE_WAIT = "tts_queue_wait_seconds"
+REJECTED = "tts_rejected_total"
+# One engine call's wall time; its rate is the engine's busy fraction (one worker per process).
+INFERENCE_DURATION = "tts_inference_duration_seconds"
+BUILD_INFO = "tts_build_info"
 METRIC_NAMES = (
     "tts_requests_total",
     REQUEST_DURATION,
-    "tts_queue_wait_seconds",
+    SYNTHESIS_DURATION,
+    QUEUE_WAIT,
     "tts_batch_size",
     "tts_queue_depth",
     "tts_inflight_requests",
-    "tts_inference_duration_seconds",
+    INFERENCE_DURATION,
     "tts_time_to_first_audio_seconds",
     "tts_cuda_memory_allocated_bytes",
     "tts_cuda_memory_reserved_bytes",
     "tts_audio_seconds_total",
-    "tts_rejected_total",
+    REJECTED,
     "tts_engine_errors_total",
     "tts_streams_aborted_total",
     "tts_ready",
     "tts_model_load_seconds",
     "tts_warmup_seconds",
-    "tts_build_info",
+    BUILD_INFO,
 )
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -75,8 +84,16 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.synthesis_duration = Histogram(
+            SYNTHESIS_DURATION,
+            "Arrival to response of successful whole-file synthesis (200, not streamed), by route: "
+            "the autoscaler's latency signal.",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_wait = Histogram(
-            "tts_queue_wait_seconds",
+            QUEUE_WAIT,
             "Time a request waited in the batcher's queue before its batch started.",
             buckets=LATENCY_BUCKETS,
             registry=r,
@@ -89,8 +106,8 @@ class Metrics:
             "tts_inflight_requests", "Synthesis requests being handled right now.", registry=r
         )
         self.inference_duration = Histogram(
-            "tts_inference_duration_seconds",
-            "Wall time of one engine call (one batch).",
+            INFERENCE_DURATION,
+            "Wall time of one engine call (one batch); its rate is the engine's busy fraction.",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

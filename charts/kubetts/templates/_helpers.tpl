@@ -27,3 +27,22 @@ app.kubernetes.io/component: operator
 {{- define "kubetts.operatorImage" -}}
 {{ .Values.operator.image.repository }}:{{ .Values.operator.image.tag | default .Chart.AppVersion }}
 {{- end -}}
+
+{{- /* The webhook token: the one in an existing Secret (upgrades keep it), else a new random one,
+drawn once per render (every copy of it must match). */ -}}
+{{- define "kubetts.webhookToken" -}}
+{{- if not (hasKey .Release "kubettsWebhookToken") -}}
+{{- $name := printf "%s-webhook-token" (include "kubetts.fullname" .) -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace $name -}}
+{{- $token := randAlphaNum 40 -}}
+{{- if and $existing $existing.data -}}
+{{- $token = index $existing.data "token" | b64dec -}}
+{{- end -}}
+{{- $_ := set .Release "kubettsWebhookToken" $token -}}
+{{- end -}}
+{{- get .Release "kubettsWebhookToken" -}}
+{{- end -}}
+
+{{- define "kubetts.webhookTokenSecret" -}}
+{{- .Values.operator.webhook.tokenSecret | default (printf "%s-webhook-token" (include "kubetts.fullname" .)) -}}
+{{- end -}}
