@@ -6,8 +6,9 @@ file_sd target list with one target per ready pod (labels ``namespace``, ``servi
 ServiceMonitor gives them), all scraping that process.  Prometheus evaluates the operator's own rule
 group (built by the same function as the PrometheusRule, with a 10 s rate window instead of 1 m so
 the test takes seconds); in alerts mode its alerts go through a real Alertmanager, with the bearer
-token the chart configures, to the operator's webhook; in poll mode the operator queries the same
-demand itself.
+token the chart configures, to the operator's webhook, which evaluates the TTSService as soon as it
+records an alert (the operator's resync is set beyond the test's length, so nothing else could
+scale it); in poll mode the operator queries the same demand itself at every resync.
 
 A few closed-loop clients keep the one engine busy and make requests wait for it (the default
 ``queueWait`` signal): demand rises -> the High alert fires (or poll mode reads it) -> the operator
@@ -163,6 +164,10 @@ def run_scenario(cluster, tmp_path, mode: str) -> dict[str, float]:
     with running_service(TTS_MAX_BATCH_SIZE="1", TTS_MAX_WAIT_MS="0", TTS_MAX_QUEUE_SIZE="64") as service:
         groups = [rule_group(NAME, ns, parse_spec(spec), WINDOW)]
         env = {"KUBETTS_OPERATOR_SIGNAL_WINDOW": WINDOW, "KUBETTS_OPERATOR_WEBHOOK_TOKEN": TOKEN}
+        if mode == "alerts":
+            # No resync within the test: every decision is taken when the webhook records an alert
+            # (Alertmanager's repeats bring the later ones).
+            env["KUBETTS_OPERATOR_AUTOSCALE_INTERVAL_S"] = "3600"
         targets_file = tmp_path / "targets.json"
         with running_operator(tmp_path, kubeconfig=cluster.operator_kubeconfig, env=env) as op:
             targets = ReadyPodTargets(cluster, ns, service.url.removeprefix("http://"), targets_file)

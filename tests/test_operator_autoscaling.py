@@ -197,12 +197,24 @@ async def test_without_a_token_every_alert_is_refused_unless_insecure(cluster, a
         response = await secure.post("/alertmanager", json=payload(alert(ns, "firing", demand=2.0)))
         assert response.status == 401
         assert "KUBETTS_OPERATOR_WEBHOOK_TOKEN" in (await response.json())["error"]
-        insecure = await aiohttp_client(make_app(client, "", insecure=True))
-        response = await insecure.post("/alertmanager", json=payload(alert(ns, "firing", demand=2.0)))
-        assert response.status == 200 and (await response.json())["recorded"] == 1
+        told: list[dict] = []
+        insecure = await aiohttp_client(make_app(client, "", insecure=True, on_recorded=told.append))
+        both = payload(
+            alert(ns, "firing", demand=2.0),
+            alert(ns, "resolved", alertname=LOW_ALERT, ends="2026-01-01T00:05:00Z"),
+            alert(ns, "firing", demand=2.0, name="not-there"),
+        )
+        response = await insecure.post("/alertmanager", json=both)
+        assert response.status == 200 and (await response.json())["recorded"] == 2
     finally:
         await client.close()
     assert autoscaler(cluster, ns)["alerts"][HIGH_ALERT]["demand"] == 2.0
+    # The operator is told once per TTSService whose alerts changed, with the object as written.
+    (obj,) = told
+    assert obj["metadata"]["name"] == "demo" and set(obj["status"]["autoscaler"]["alerts"]) == {
+        HIGH_ALERT,
+        LOW_ALERT,
+    }
 
 
 # -- decisions ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from . import kube, login
 from .builders import MANAGED_BY, MANAGED_SELECTOR
 from .config import OperatorConfig
 from .events import EventPoster
-from .reconcile import Operator, reconcile, resync_forever
+from .reconcile import Operator, evaluate_soon, reconcile, resync_forever
 from .spec import GROUP, PLURAL, VERSION
 from .webhook import make_app
 
@@ -81,9 +81,13 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
         client, config, EventPoster(client), monitoring, tuple(memo.get("namespaces") or ()), keda=keda
     )
     memo["operator"] = operator
-    runner = web.AppRunner(
-        make_app(client, config.webhook_token, insecure=config.webhook_insecure), access_log=None
+    app = make_app(
+        client,
+        config.webhook_token,
+        insecure=config.webhook_insecure,
+        on_recorded=lambda obj: evaluate_soon(operator, obj),
     )
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, config.webhook_host, config.webhook_port).start()
     memo["webhook"] = runner
@@ -102,6 +106,11 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
             await resync
     if memo.get("webhook") is not None:
         await memo["webhook"].cleanup()
+    operator = memo.get("operator")
+    if operator is not None and operator.tasks:
+        for task in list(operator.tasks):
+            task.cancel()
+        await asyncio.gather(*operator.tasks, return_exceptions=True)
     if memo.get("operator") is not None:
         await memo["operator"].client.close()
 

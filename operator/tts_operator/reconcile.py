@@ -87,6 +87,7 @@ class Operator:
     backoff: dict[str, Backoff] = field(default_factory=dict)  # TTSService uid -> schedule
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)  # TTSService uid -> lock
     absent: set[str] = field(default_factory=set)  # optional child paths known deleted
+    tasks: set[asyncio.Task] = field(default_factory=set)  # evaluations started by alerts
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self.locks.setdefault(uid, asyncio.Lock())
@@ -378,6 +379,28 @@ async def list_ttsservices(op: Operator) -> list[dict[str, Any]]:
         for item in await op.client.list(tts_path(namespace)):
             found.append({"apiVersion": API_VERSION, "kind": KIND, **item})
     return found
+
+
+def evaluate_soon(op: Operator, obj: dict[str, Any]) -> None:
+    """Reconcile ``obj`` and run its autoscaler now, in the background (the webhook just recorded an
+    alert for it): the decision need not wait up to a resync interval.  Failures are logged; the
+    next resync tries again."""
+    meta = obj.get("metadata") or {}
+
+    async def run() -> None:
+        try:
+            await reconcile(op, {"apiVersion": API_VERSION, "kind": KIND, **obj}, autoscale_now=True)
+        except Exception as exc:  # noqa: BLE001 -- a background task: log, the resync retries
+            log.warning(
+                "evaluating %s/%s after an alert failed (retried next resync): %s",
+                meta.get("namespace"),
+                meta.get("name"),
+                exc,
+            )
+
+    task = asyncio.get_running_loop().create_task(run(), name=f"kubetts-alert-{meta.get('uid')}")
+    op.tasks.add(task)
+    task.add_done_callback(op.tasks.discard)
 
 
 async def resync_forever(op: Operator) -> None:

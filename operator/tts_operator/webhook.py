@@ -2,8 +2,9 @@
 
 It does not scale by itself.  It validates the payload, keeps only the operator's own alerts
 (:data:`~tts_operator.promql.ALERTS`) for TTSServices that exist, and writes each alert's state and
-demand into the TTSService's ``status.autoscaler.alerts.<alertname>``; the resync loop's autoscaler
-acts on them.  Recording by the alert's own timestamps makes it idempotent under duplicate
+demand into the TTSService's ``status.autoscaler.alerts.<alertname>``; the autoscaler acts on them
+-- at once when the operator passes ``on_recorded`` (it evaluates that TTSService without waiting for
+its next resync), else at the next resync.  Recording by the alert's own timestamps makes it idempotent under duplicate
 notifications and immune to out-of-order ones: an older notification never overwrites a newer one.
 A repeated firing notification refreshes ``receivedAt`` (and the demand), so an alert that
 Alertmanager stops confirming (it is down) goes stale instead of scaling forever.
@@ -23,6 +24,7 @@ import logging
 import math
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -123,7 +125,16 @@ def alert_change(record: dict[str, Any], old: dict[str, Any] | None) -> dict[str
     return None
 
 
-def make_app(client: KubeClient, token: str = "", *, insecure: bool = False) -> web.Application:
+def make_app(
+    client: KubeClient,
+    token: str = "",
+    *,
+    insecure: bool = False,
+    on_recorded: Callable[[dict[str, Any]], None] | None = None,
+) -> web.Application:
+    """``on_recorded(ttsservice)``: told once per TTSService whose alerts changed, after the answer's
+    records are written (it must not block: it schedules the evaluation)."""
+
     async def receive(request: web.Request) -> web.Response:
         if not token and not insecure:
             log.warning("refused an alert: no webhook token is configured (KUBETTS_OPERATOR_WEBHOOK_TOKEN)")
@@ -141,6 +152,7 @@ def make_app(client: KubeClient, token: str = "", *, insecure: bool = False) -> 
         except (ValueError, PayloadError) as exc:
             return web.json_response({"error": f"invalid payload: {exc}"}, status=400)
         recorded = 0
+        changed: dict[str, dict[str, Any]] = {}  # path -> the TTSService as patched
         for alert in alerts:
             labels = alert["labels"]
             namespace, name = labels[ALERT_NAMESPACE_LABEL], labels[ALERT_NAME_LABEL]
@@ -158,7 +170,7 @@ def make_app(client: KubeClient, token: str = "", *, insecure: bool = False) -> 
                 if change is None:
                     continue
                 patch = {"status": {"autoscaler": {"alerts": {labels["alertname"]: change}}}}
-                await client.merge_patch(path + "/status", patch)
+                changed[path] = await client.merge_patch(path + "/status", patch)
                 recorded += 1
                 log.info("%s %s for %s/%s recorded", labels["alertname"], alert["status"], namespace, name)
             except ApiError as exc:
@@ -171,6 +183,9 @@ def make_app(client: KubeClient, token: str = "", *, insecure: bool = False) -> 
                 return web.json_response({"error": str(exc)}, status=503)  # Alertmanager retries
         for item in ignored:
             log.info("ignored an alert: %s: %s", item["alert"], item["reason"])
+        if on_recorded is not None:
+            for obj in changed.values():
+                on_recorded(obj)
         return web.json_response(
             {"received": len(alerts) + len(ignored), "recorded": recorded, "ignored": ignored}
         )
