@@ -18,10 +18,12 @@ monitoring labels; the replica count it decides is what the Deployment in the cl
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from kube_cluster import condition, tts
 from operator_harness import running_operator, tts_object, wait_for
+from tts_operator import login
 from tts_operator.config import OperatorConfig
 from tts_operator.kube import FIELD_MANAGER, KubeClient
 from tts_operator.promql import HIGH_ALERT, LOW_ALERT
@@ -138,19 +140,16 @@ def test_the_webhook_refuses_what_it_must(cluster, operator, ns):
     assert replicas(cluster, ns) == 1 and not autoscaler(cluster, ns).get("alerts")
 
 
-async def _kube_client(kubeconfig) -> KubeClient:
-    from kubernetes_asyncio.client import Configuration
-    from kubernetes_asyncio.config import kube_config
-
-    async def load():
-        configuration = Configuration()
-        await kube_config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
-        return configuration
-
-    return KubeClient(load)
+def _kube_client(monkeypatch, kubeconfig: Path) -> KubeClient:
+    """A client with ``kubeconfig``'s credentials, loaded as the operator loads its own."""
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)  # not "in a pod"
+    return KubeClient(login.Source(Path("/nonexistent")).load)
 
 
-async def test_a_refusal_for_good_is_answered_200_with_the_reason(cluster, aiohttp_client, tmp_path):
+async def test_a_refusal_for_good_is_answered_200_with_the_reason(
+    cluster, aiohttp_client, tmp_path, monkeypatch
+):
     """A webhook whose credentials may read TTSServices but not write their status: the real API
     server answers 403, and Alertmanager gets a 200 (a retry could never succeed)."""
     ns = cluster.namespace("forbidden")
@@ -165,7 +164,7 @@ async def test_a_refusal_for_good_is_answered_200_with_the_reason(cluster, aioht
     token = cluster.plane.service_account_token(ns, "reader")
     path = cluster.user_kubeconfig(tmp_path / "reader.kubeconfig", {"token": token}, namespace=ns)
 
-    client = await _kube_client(path)
+    client = _kube_client(monkeypatch, path)
     try:
         web = await aiohttp_client(make_app(client, TOKEN))
         response = await web.post(
@@ -182,7 +181,7 @@ async def test_a_refusal_for_good_is_answered_200_with_the_reason(cluster, aioht
     assert not ((tts(cluster, "demo", ns).get("status") or {}).get("autoscaler") or {}).get("alerts")
 
 
-async def test_without_a_token_every_alert_is_refused_unless_insecure(cluster, aiohttp_client):
+async def test_without_a_token_every_alert_is_refused_unless_insecure(cluster, aiohttp_client, monkeypatch):
     """Secure by default: an operator started without a token (plain manifests before their Secret
     exists) refuses every alert with a 401 that says what to set; only an explicit insecure switch
     accepts unauthenticated alerts."""
@@ -191,7 +190,7 @@ async def test_without_a_token_every_alert_is_refused_unless_insecure(cluster, a
     assert defaults.webhook_host == "127.0.0.1"  # loopback unless told (the chart gives the pod IP)
     ns = cluster.namespace("tokenless")
     cluster.plane.apply(tts_object("demo", autoscaled(), ns))
-    client = await _kube_client(cluster.operator_kubeconfig)
+    client = _kube_client(monkeypatch, cluster.operator_kubeconfig)
     try:
         secure = await aiohttp_client(make_app(client, ""))
         response = await secure.post("/alertmanager", json=payload(alert(ns, "firing", demand=2.0)))

@@ -151,8 +151,17 @@ def test_queue_wait_ignores_input_length_and_latency_does_not(tmp_path):
     promtool_test(tmp_path, LATENCY_SPEC, [{"input_series": series, "promql_expr_test": recorded(2.0)}])
 
 
-def _annotations(rule: dict[str, Any], value: str) -> dict[str, str]:
-    return {k: v.replace("{{ $value }}", value) for k, v in rule["annotations"].items()}
+def fires(rule: dict[str, Any], eval_time: str, labels: dict[str, str], value: str) -> dict[str, Any]:
+    """promtool expectation: ``rule``'s alert firing at ``eval_time`` with exactly ``labels`` (plus
+    its name) and its annotations rendered with ``value``."""
+    annotations = {k: v.replace("{{ $value }}", value) for k, v in rule["annotations"].items()}
+    return {
+        "eval_time": eval_time,
+        "alertname": rule["alert"],
+        "exp_alerts": [
+            {"exp_labels": {**labels, "alertname": rule["alert"]}, "exp_annotations": annotations}
+        ],
+    }
 
 
 def test_alerts_keep_the_namespace_and_fire_only_after_for(tmp_path):
@@ -167,16 +176,7 @@ def test_alerts_keep_the_namespace_and_fire_only_after_for(tmp_path):
                 "input_series": pod("a", wait_s=2, busy=1.0),
                 "alert_rule_test": [
                     {"eval_time": "2m", "alertname": HIGH_ALERT, "exp_alerts": []},  # still pending
-                    {
-                        "eval_time": "5m",
-                        "alertname": HIGH_ALERT,
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {**labels, "alertname": HIGH_ALERT},
-                                "exp_annotations": _annotations(high, "2"),
-                            }
-                        ],
-                    },
+                    fires(high, "5m", labels, "2"),
                     {"eval_time": "5m", "alertname": LOW_ALERT, "exp_alerts": []},
                 ],
             },
@@ -185,16 +185,7 @@ def test_alerts_keep_the_namespace_and_fire_only_after_for(tmp_path):
                 "input_series": pod("a", served=0) + pod("b", served=0),
                 "alert_rule_test": [
                     {"eval_time": "5m", "alertname": HIGH_ALERT, "exp_alerts": []},
-                    {
-                        "eval_time": "5m",
-                        "alertname": LOW_ALERT,
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {**labels, "alertname": LOW_ALERT},
-                                "exp_annotations": _annotations(low, "0"),
-                            }
-                        ],
-                    },
+                    fires(low, "5m", labels, "0"),
                 ],
             },
             {
@@ -230,16 +221,7 @@ def test_the_write_ups_rule_stays_expressible(tmp_path):
                 "input_series": pod("a", synthesis_s=2, busy=0.4),
                 "alert_rule_test": [
                     {"eval_time": "1m45s", "alertname": HIGH_ALERT, "exp_alerts": []},
-                    {
-                        "eval_time": "3m",
-                        "alertname": HIGH_ALERT,
-                        "exp_alerts": [
-                            {
-                                "exp_labels": {**labels, "alertname": HIGH_ALERT},
-                                "exp_annotations": _annotations(high, "2"),
-                            }
-                        ],
-                    },
+                    fires(high, "3m", labels, "2"),
                 ],
             },
             {

@@ -30,7 +30,6 @@ CACHE_MOUNT = "/cache"
 GPU_RESOURCE = "nvidia.com/gpu"
 RUN_AS_USER = 10001
 PRESTOP_SLEEP_SECONDS = 5
-SYNTHESIS_ROUTES_REGEX = "/v1/audio/speech|/tts"
 
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubetts-operator"}

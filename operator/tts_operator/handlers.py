@@ -107,12 +107,11 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     if memo.get("webhook") is not None:
         await memo["webhook"].cleanup()
     operator = memo.get("operator")
-    if operator is not None and operator.tasks:
-        for task in list(operator.tasks):
+    if operator is not None:
+        for task in list(operator.tasks):  # evaluations an alert started
             task.cancel()
         await asyncio.gather(*operator.tasks, return_exceptions=True)
-    if memo.get("operator") is not None:
-        await memo["operator"].client.close()
+        await operator.client.close()
 
 
 def _retry(exc: kube.ApiError, config: OperatorConfig) -> kopf.TemporaryError:

@@ -389,7 +389,7 @@ def evaluate_soon(op: Operator, obj: dict[str, Any]) -> None:
 
     async def run() -> None:
         try:
-            await reconcile(op, {"apiVersion": API_VERSION, "kind": KIND, **obj}, autoscale_now=True)
+            await reconcile(op, obj, autoscale_now=True)  # it reads the TTSService again itself
         except Exception as exc:  # noqa: BLE001 -- a background task: log, the resync retries
             log.warning(
                 "evaluating %s/%s after an alert failed (retried next resync): %s",

@@ -3,9 +3,10 @@
 It does not scale by itself.  It validates the payload, keeps only the operator's own alerts
 (:data:`~tts_operator.promql.ALERTS`) for TTSServices that exist, and writes each alert's state and
 demand into the TTSService's ``status.autoscaler.alerts.<alertname>``; the autoscaler acts on them
--- at once when the operator passes ``on_recorded`` (it evaluates that TTSService without waiting for
-its next resync), else at the next resync.  Recording by the alert's own timestamps makes it idempotent under duplicate
-notifications and immune to out-of-order ones: an older notification never overwrites a newer one.
+-- at once when the operator passes ``on_recorded`` (it evaluates that TTSService without waiting
+for its next resync), else at the next resync.  Recording by the alert's own timestamps makes it
+idempotent under duplicate notifications and immune to out-of-order ones: an older notification
+never overwrites a newer one.
 A repeated firing notification refreshes ``receivedAt`` (and the demand), so an alert that
 Alertmanager stops confirming (it is down) goes stale instead of scaling forever.
 
