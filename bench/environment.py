@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import subprocess
 import sys
 from datetime import UTC, datetime
 from importlib import metadata
@@ -51,6 +52,21 @@ def command() -> str:
     return " ".join([Path(sys.executable).name, *sys.argv])
 
 
+def commit() -> str:
+    """The checkout's commit (``+dirty`` with uncommitted changes), or ``unknown``."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return sha + ("+dirty" if dirty.strip() else "")
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -62,5 +78,6 @@ def header_lines() -> list[str]:
         f"- machine: {cpu_model()}, {os.cpu_count()} cores, {memory_gib():.0f} GiB, no GPU used; "
         f"{platform.platform()}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()),
+        f"- commit: {commit()}",
         f"- command: `{command()}`",
     ]

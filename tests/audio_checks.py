@@ -20,15 +20,17 @@ class SentenceRecognizer:
 
     eSpeak emits exact digital zeros between words, which break pocketsphinx's feature
     extraction, so audio is padded with 0.3 s and given light Gaussian dither (σ = 32 LSB)
-    before decoding.  The grammar forces one candidate sentence or nothing.
+    before decoding.  The grammar forces one candidate sentence or nothing -- or, with
+    ``sequence``, one or more of them in any order (a paragraph).
     """
 
-    def __init__(self, sentences: list[str], tmp_path) -> None:
+    def __init__(self, sentences: list[str], tmp_path, sequence: bool = False) -> None:
         from pocketsphinx import Config, Decoder
 
         alternatives = " | ".join(f"( {s} )" for s in sentences)
+        rule = f"( {alternatives} )+" if sequence else alternatives
         grammar = tmp_path / "sentences.jsgf"
-        grammar.write_text(f"#JSGF V1.0;\ngrammar sentences;\npublic <s> = {alternatives};\n")
+        grammar.write_text(f"#JSGF V1.0;\ngrammar sentences;\npublic <s> = {rule};\n")
         config = Config(lm=None, jsgf=str(grammar), loglevel="FATAL")
         self._decoder = Decoder(config)
         self._rng = np.random.default_rng(1234)

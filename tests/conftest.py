@@ -16,6 +16,14 @@ from tts_service.speech_service import SpeechService
 
 
 @pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory):
+    """A random-weights ChatTTS checkpoint of the real architecture (tests/chattts_checkpoint.py)."""
+    from chattts_checkpoint import build_checkpoint
+
+    return build_checkpoint(tmp_path_factory.mktemp("chattts"))
+
+
+@pytest.fixture(scope="session")
 def espeak_engine() -> EspeakEngine:
     """One loaded engine for tests that call it directly (from the test thread only)."""
     engine = EspeakEngine()

@@ -433,8 +433,8 @@ async def test_queue_full_is_503_with_retry_after(make_service_client):
 
 
 async def test_deadline_is_504(make_client):
-    client = await make_client(request_timeout_s=0.1)
-    # A long text takes eSpeak longer than 0.1 s to normalize and speak.
+    # One segment (the deadline is per segment): a long text takes eSpeak longer than 0.1 s.
+    client = await make_client(request_timeout_s=0.1, segment_chars=4096)
     response = await client.post(
         SPEECH, json={"input": "A long sentence to speak. " * 150, "response_format": "pcm"}
     )

@@ -320,3 +320,122 @@ async def test_batch_too_large_for_memory_is_retried_smaller():
     assert results == list(range(8))
     assert calls == [8, 4, 2, 2, 4, 2, 2]  # halved until it fit; no item failed
     await batcher.close()
+
+
+# -- requests of several items (a long text's segments) ---------------------------------------
+
+
+def values(batch) -> list[int]:
+    return [item.value for item in batch]
+
+
+async def test_a_short_request_waits_for_one_batch_of_a_long_one_not_all_of_it():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=4, max_wait_s=0)
+    long = asyncio.ensure_future(batcher.results(batcher.submit_all([Item(i) for i in range(12)])))
+    await consumer.entered.wait()  # the long request's first batch runs
+    short = [queued(batcher, Item(100 + i)) for i in range(2)]  # two short requests arrive
+    consumer.gate.set()
+    assert await asyncio.wait_for(long, 5) == [i * 10 for i in range(12)]
+    assert await asyncio.wait_for(asyncio.gather(*short), 5) == [1000, 1010]
+    # Round-robin over the waiting requests: the short ones ride in the very next batch.
+    assert [values(b) for b in consumer.batches] == [[0, 1, 2, 3], [100, 101, 4, 5], [6, 7, 8, 9], [10, 11]]
+    await batcher.close()
+
+
+async def test_a_request_just_served_goes_to_the_back_of_the_line_across_keys():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=2, max_wait_s=0)
+    long = asyncio.ensure_future(batcher.results(batcher.submit_all([Item(i, key="a") for i in range(6)])))
+    await consumer.entered.wait()
+    other = queued(batcher, Item(50, key="b"))  # cannot share the long one's batches
+    consumer.gate.set()
+    await asyncio.wait_for(asyncio.gather(long, other), 5)
+    assert [values(b) for b in consumer.batches] == [[0, 1], [50], [2, 3], [4, 5]]
+    await batcher.close()
+
+
+async def test_one_deadline_covers_all_of_a_requests_items():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=1, max_wait_s=0)
+    running = asyncio.ensure_future(batcher.infer(Item(0)))
+    await consumer.entered.wait()
+    entries = batcher.submit_all([Item(i) for i in (1, 2, 3)], timeout_s=0.05)
+    with pytest.raises(DeadlineExceeded, match="queued"):
+        await batcher.results(entries)
+    assert batcher.queue_depth == 0 and batcher.queued_items == 0  # all of it left the queue
+    consumer.gate.set()
+    assert await running == 0
+    assert values(sum(consumer.batches, [])) == [0]  # none of its items was computed
+    await batcher.close()
+
+
+async def test_a_failing_item_fails_its_request_drops_the_rest_and_no_other_request():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=2, max_wait_s=0)
+    blocker = asyncio.ensure_future(batcher.infer(Item(99)))
+    await consumer.entered.wait()
+    poisoned = batcher.submit_all([Item(1, poison=True), Item(2), Item(3), Item(4)])
+    failing = asyncio.ensure_future(batcher.results(poisoned))
+    neighbour = queued(batcher, Item(7))
+    consumer.gate.set()
+    with pytest.raises(ValueError, match="poisoned"):
+        await asyncio.wait_for(failing, 5)
+    assert await asyncio.wait_for(neighbour, 5) == 70
+    assert await blocker == 990
+    computed = values(sum(consumer.batches, []))
+    assert 3 not in computed and 4 not in computed  # dropped once the request had failed
+    assert batcher.queued_items == 0
+    await batcher.close()
+
+
+async def test_cancelling_a_request_drops_its_unstarted_items_and_frees_its_place():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=2, max_wait_s=0, max_queue_size=1)
+    entries = batcher.submit_all([Item(i) for i in range(5)])
+    waiting = asyncio.ensure_future(batcher.results(entries))
+    await consumer.entered.wait()  # items 0 and 1 run
+    with pytest.raises(QueueFull):  # the queue is bounded in requests: this one holds it
+        batcher.submit(Item(9))
+    waiting.cancel()  # the client went away
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert batcher.queued_items == 0
+    kept = queued(batcher, Item(8))
+    consumer.gate.set()
+    assert await asyncio.wait_for(kept, 5) == 80
+    assert [values(b) for b in consumer.batches] == [[0, 1], [8]]
+    await batcher.close()
+
+
+async def test_queue_wait_is_observed_once_per_request_at_its_first_batch():
+    seen: list[tuple[int, int]] = []
+
+    class Observer:
+        def batch_formed(self, size, queue_waits_s):
+            seen.append((size, len(queue_waits_s)))
+
+    consumer = FakeConsumer()
+    batcher = make(consumer, max_batch_size=2, max_wait_s=0, observer=Observer())
+    await asyncio.wait_for(batcher.results(batcher.submit_all([Item(i) for i in range(5)])), 5)
+    assert seen == [(2, 1), (2, 0), (1, 0)]
+    await batcher.close()
+
+
+async def test_an_ineligible_item_keeps_its_place_until_poked():
+    allowed: set[int] = {0, 1}
+    consumer = FakeConsumer()
+    batcher = make(consumer, max_batch_size=4, max_wait_s=0, eligible=lambda item: item.value in allowed)
+    entries = batcher.submit_all([Item(i) for i in range(4)])
+    await asyncio.wait_for(asyncio.gather(*(batcher.result(e) for e in entries[:2])), 5)
+    await wait_until(lambda: batcher.in_flight == 0)
+    assert batcher.held_back == batcher.queued_items == 2  # waiting, not dropped, not computed
+    allowed.update({2, 3})
+    batcher.poke()
+    assert await asyncio.wait_for(batcher.results(entries), 5) == [0, 10, 20, 30]
+    assert [values(b) for b in consumer.batches] == [[0, 1], [2, 3]]
+    await batcher.close()

@@ -119,7 +119,8 @@ def metric_value(url: str, name: str) -> float:
 
 
 def test_disconnected_client_is_dropped_from_the_queue_and_never_computed():
-    with running_service(TTS_MAX_BATCH_SIZE="1", TTS_MAX_WAIT_MS="0") as service:
+    # One segment per request: the long one is one engine call that keeps the engine busy.
+    with running_service(TTS_MAX_BATCH_SIZE="1", TTS_MAX_WAIT_MS="0", TTS_SEGMENT_CHARS="4096") as service:
         long_text = "This request keeps the engine busy for a while. " * 60
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             busy = pool.submit(post_speech, service.url, long_text)

@@ -39,9 +39,56 @@ async def test_buffer_hands_chunks_over_in_order_and_ends():
     producer.join()
     buffer.end()
     got = []
-    while (chunk := await buffer.get()) is not None:
-        got.append(int(chunk[0]))
+    while (piece := await buffer.get()) is not None:
+        got.append(int(piece.audio[0]))
     assert got == [0, 1, 2, 3, 4] and buffer.buffered_samples == 0
+
+
+async def test_segments_made_out_of_order_are_read_in_order_each_ended_once():
+    buffer = StreamBuffer(asyncio.get_running_loop(), max_samples=100, sample_rate=10, segments=3)
+    buffer.put(np.full(5, 2, np.float32), segment=2)  # made first, read last
+    buffer.put(np.full(5, 1, np.float32), segment=1)
+    buffer.end_segment(2)
+    buffer.end_segment(1)
+    buffer.put(np.full(5, 0, np.float32), segment=0)
+    buffer.end_segment(0)
+    pieces = []
+    while (piece := await buffer.get()) is not None:
+        pieces.append((piece.segment, int(piece.audio[0]) if piece.audio.size else None, piece.last))
+    assert pieces == [
+        (0, 0, False),
+        (0, None, True),
+        (1, 1, False),
+        (1, None, True),
+        (2, 2, False),
+        (2, None, True),
+    ]
+
+
+async def test_later_segments_wait_while_the_reader_is_behind_and_never_cut_the_stream_off():
+    reads = []
+    buffer = StreamBuffer(
+        asyncio.get_running_loop(),
+        max_samples=20,
+        sample_rate=10,
+        segments=3,
+        on_read=lambda: reads.append(1),
+    )
+    assert buffer.admits(0) and buffer.admits(1)  # nothing waits yet
+    assert buffer.put(np.zeros(15, np.float32), segment=0)
+    assert buffer.put(np.zeros(15, np.float32), segment=1)  # ahead of the reader: taken, over the bound
+    assert buffer.wanted and not buffer.overflowed
+    assert buffer.admits(0) and not buffer.admits(2)  # 30 wait: segment 2 is held back
+    assert (await buffer.get()).segment == 0 and reads == [1]  # 15 wait now: the batcher is poked
+    assert buffer.admits(2)
+
+
+async def test_only_the_segment_being_read_is_cut_off():
+    buffer = StreamBuffer(asyncio.get_running_loop(), max_samples=20, sample_rate=10, segments=2)
+    assert buffer.put(np.zeros(15, np.float32), segment=1) and buffer.put(np.zeros(15, np.float32), segment=1)
+    assert buffer.put(np.zeros(15, np.float32), segment=0)  # its own waiting audio counts, 15 <= 20
+    assert not buffer.put(np.zeros(15, np.float32), segment=0)  # 30 > 20 in the segment being read
+    assert buffer.overflowed and buffer.buffered_samples == 0
 
 
 async def test_a_chunk_longer_than_the_bound_is_taken_when_the_buffer_is_empty():
@@ -195,9 +242,11 @@ async def test_a_hundred_streams_aborted_mid_way_leave_nothing_behind(make_servi
     assert response.status == 200 and len(await response.read()) > 0
 
 
-async def test_a_client_too_slow_to_read_is_cut_off_and_memory_stays_bounded(make_service_client):
+async def test_a_client_too_slow_to_read_one_long_segment_is_cut_off(make_service_client):
+    """A generation cannot pause: within one segment (here the whole text is one), a reader that
+    lets more than TTS_STREAM_BUFFER_S pile up is cut off, and the engine stops for it."""
     engine = CountingEngine()
-    client = await make_service_client(engine, stream_buffer_s=1)
+    client = await make_service_client(engine, stream_buffer_s=1, segment_chars=4096)
     service, port = service_of(client), client.server.port
     engine.sentences = 0
     # A small receive window and no reading: the server's writes stall, its buffer fills.
@@ -218,6 +267,29 @@ async def test_a_client_too_slow_to_read_is_cut_off_and_memory_stays_bounded(mak
     samples = await scrape(client)
     assert metric(samples, "tts_requests_total", route=SPEECH, code="aborted") == 1
     assert metric(samples, "tts_rejected_total", reason="stream_buffer_full") == 0  # not a rejection
+    assert open_chunk_generators() == []
+
+
+async def test_a_client_too_slow_to_read_a_segmented_text_pauses_it_and_holds_no_engine(make_service_client):
+    """Between segments the service waits for the reader instead: nothing is cut off, the
+    engine stops making audio ahead of it, and leaving frees the rest at once."""
+    engine = CountingEngine()
+    client = await make_service_client(engine, stream_buffer_s=1, max_batch_size=2)
+    service, port = service_of(client), client.server.port
+    engine.sentences = 0
+    reader, writer = await open_stream(port, LONG_TEXT, receive_buffer=4096)
+    batcher = service.batcher
+    # Paused: nothing runs, and every segment left is held back until the reader catches up.
+    await wait_until(lambda: batcher.in_flight == 0 and 0 < batcher.held_back == batcher.queued_items)
+    made = engine.sentences
+    assert made < 40 and batcher.queued_items == 40 - made, (made, batcher.queued_items)
+    assert metric_value(service, "tts_streams_aborted_total", reason="stream_buffer_full") == 0
+    drop(writer)
+    await wait_until(lambda: batcher.queue_depth == 0 and batcher.in_flight == 0)
+    assert engine.sentences == made  # nothing was made for a client that left
+    await wait_until(
+        lambda: metric_value(service, "tts_requests_total", route=SPEECH, code="disconnected") == 1
+    )
     assert open_chunk_generators() == []
 
 

@@ -1,24 +1,35 @@
 """The dynamic batcher: many concurrent requests in, few large engine calls out.
 
-Modelled on Ray Serve's ``_BatchQueue``: one queue, one future per request, one loop
-task that forms batches and hands each to ``process`` (the inference worker).
+Modelled on Ray Serve's ``_BatchQueue`` (one queue, a future per item, one loop task that
+forms batches and hands each to ``process``, the inference worker), with vLLM's view of
+fairness: the unit of work is an *item* (a segment of a request's text), the unit of
+admission, deadlines and cancellation is the *request* (:meth:`submit_all` submits a
+request's items together).
 
-* A batch is formed from the oldest waiting item (the *head*) plus later items with the
-  same *batch key* (items with different voices or sampling parameters cannot share an
-  engine call), up to ``max_batch_size`` items, or until ``max_wait_s`` after the head
-  arrived, whichever comes first.  A full batch never waits.
+* A batch is formed from the first waiting item in queue order (the *head*) plus later
+  items with the same *batch key* (items with different voices or sampling parameters
+  cannot share an engine call), up to ``max_batch_size`` items, or until ``max_wait_s``
+  after the head's request arrived, whichever comes first.  A full batch never waits.
+* **Fair across requests.**  Items are taken round-robin over the requests they belong
+  to (one item of each request in queue order, then a second of each, ...), and once a
+  request had items in a batch its remaining items move to the back of the queue.  A long
+  request fills batches alone when nothing else waits, yet a short request that arrives
+  behind it waits for at most the batch that is running, not for the long one's text.
 * While ``process`` runs, new items queue up; with one worker this is what turns load
   into larger batches.
-* The queue is bounded: beyond ``max_queue_size`` live items, :meth:`submit` raises
-  :class:`~tts_service.errors.QueueFull` at once.
-* Each item has a deadline.  One that passed before the item was taken into a batch
-  fails with :class:`~tts_service.errors.DeadlineExceeded` and is never computed; an
-  item whose caller went away (its future cancelled) is dropped the same way.
-* Results are matched to requests by the batch list handed to ``process``, and their
-  count is checked against the batch size.  ``process`` may return an exception in
-  place of one result: only that item fails.  If ``process`` raises, the batch is split
-  in halves and each half retried (recursively): a batch too large for memory is retried
-  smaller, and one poisoned input ends up failing alone, not its batch-mates.
+* The queue is bounded in requests: beyond ``max_queue_size`` requests with items
+  waiting, :meth:`submit_all` raises :class:`~tts_service.errors.QueueFull` at once.
+* Each request has one deadline for all its items.  An item whose deadline passed before
+  it was taken into a batch fails with :class:`~tts_service.errors.DeadlineExceeded` and is
+  never computed; an item whose caller went away (its future cancelled) is dropped the same
+  way, and :meth:`results` drops a request's other items as soon as one fails.
+* An item that is not ``eligible`` (a stream whose reader is far behind) keeps its place
+  but is skipped until :meth:`poke` says things changed.
+* Results are matched to items by the batch list handed to ``process``, and their count
+  is checked against the batch size.  ``process`` may return an exception in place of one
+  result: only that item fails.  If ``process`` raises, the batch is split in halves and
+  each half retried (recursively): a batch too large for memory is retried smaller, and
+  one poisoned input ends up failing alone, not its batch-mates.
 * Unless ``process`` raises :class:`~tts_service.errors.EngineFailed`: the consumer can
   never succeed again (a broken device), so retrying would only burn the queue's
   deadlines.  The batch and everything queued fail with that error at once, intake stops,
@@ -31,13 +42,13 @@ The batcher knows nothing about engines or HTTP; it is tested on its own.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from .errors import DeadlineExceeded, Draining, EngineError, EngineFailed, QueueFull
+from .batch_queue import Entry, Request, deadline_error, fair_batch
+from .errors import Draining, EngineError, EngineFailed, QueueFull
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -50,17 +61,9 @@ ProcessFn = Callable[[list[T]], Awaitable[Sequence["R | BaseException"]]]
 class BatchObserver(Protocol):
     """Told about every batch the batcher forms (the metrics implement this)."""
 
-    def batch_formed(self, size: int, queue_waits_s: Sequence[float]) -> None: ...
-
-
-@dataclass(eq=False)
-class _Entry(Generic[T, R]):
-    item: T
-    key: Hashable
-    future: asyncio.Future[R]
-    enqueued_at: float
-    deadline: float
-    started: bool = field(default=False)
+    def batch_formed(self, size: int, queue_waits_s: Sequence[float]) -> None:
+        """``queue_waits_s``: for each request whose FIRST item is in this batch, how long it
+        waited (a long request's later items wait behind others by design: not counted)."""
 
 
 class DynamicBatcher(Generic[T, R]):
@@ -75,6 +78,7 @@ class DynamicBatcher(Generic[T, R]):
         max_queue_size: int,
         default_timeout_s: float,
         key: Callable[[T], Hashable] = lambda item: None,
+        eligible: Callable[[T], bool] = lambda item: True,
         observer: BatchObserver | None = None,
         on_engine_failed: Callable[[EngineFailed], None] | None = None,
     ) -> None:
@@ -86,14 +90,16 @@ class DynamicBatcher(Generic[T, R]):
         self.max_queue_size = max_queue_size
         self.default_timeout_s = default_timeout_s
         self._key = key
+        self._eligible = eligible
         self._observer = observer
         self._on_engine_failed = on_engine_failed
         self._failed: EngineFailed | None = None
-        self._queue: deque[_Entry[T, R]] = deque()
+        self._queue: list[Entry[T, R]] = []  # sorted by order
+        self._order = itertools.count()
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
-        self._in_flight: list[_Entry[T, R]] = []
+        self._in_flight: list[Entry[T, R]] = []
 
     # -- intake ---------------------------------------------------------------------
 
@@ -104,8 +110,18 @@ class DynamicBatcher(Generic[T, R]):
 
     @property
     def queue_depth(self) -> int:
-        """Items waiting to be taken into a batch (not counting the one running)."""
+        """Requests with items waiting to be taken into a batch (not counting running ones)."""
+        return len({id(e.request) for e in self._queue if not e.future.done()})
+
+    @property
+    def queued_items(self) -> int:
+        """Items waiting to be taken into a batch."""
         return sum(1 for e in self._queue if not e.future.done())
+
+    @property
+    def held_back(self) -> int:
+        """Items waiting that are not ``eligible`` now (streams whose reader is behind)."""
+        return sum(1 for e in self._queue if not e.future.done() and not self._eligible(e.item))
 
     @property
     def in_flight(self) -> int:
@@ -117,49 +133,95 @@ class DynamicBatcher(Generic[T, R]):
         """Intake has stopped: :meth:`close` was called, or the engine failed."""
         return self._closing
 
-    def submit(self, item: T, timeout_s: float | None = None) -> _Entry[T, R]:
-        """Queue ``item``; raise at once if the batcher is closing or the queue is full."""
+    def submit(self, item: T, timeout_s: float | None = None) -> Entry[T, R]:
+        """Queue ``item`` as a request of its own; see :meth:`submit_all`."""
+        return self.submit_all([item], timeout_s)[0]
+
+    def submit_all(self, items: Sequence[T], timeout_s: float | None = None) -> list[Entry[T, R]]:
+        """Queue one request's ``items`` (in order, one deadline); raise at once if the batcher
+        is closing or ``max_queue_size`` requests wait already."""
+        if not items:
+            raise ValueError("a request needs at least one item")
         if self._failed is not None:
             raise EngineFailed(self._failed.message)
         if self._closing:
             raise Draining("the service is shutting down and takes no new requests")
         if self._task is None or self._task.done():
             raise Draining("the batcher is not running")
-        if len(self._queue) >= self.max_queue_size:
+        if self.queue_depth >= self.max_queue_size:
             self._purge()
-            if len(self._queue) >= self.max_queue_size:
+            if self.queue_depth >= self.max_queue_size:
                 raise QueueFull(f"the request queue is full ({self.max_queue_size} waiting); retry shortly")
         loop = asyncio.get_running_loop()
         now = loop.time()
         timeout = self.default_timeout_s if timeout_s is None else timeout_s
-        entry: _Entry[T, R] = _Entry(item, self._key(item), loop.create_future(), now, now + timeout)
-        self._queue.append(entry)
+        request = Request(now, now + timeout)
+        entries: list[Entry[T, R]] = [
+            Entry(item, self._key(item), loop.create_future(), request, next(self._order)) for item in items
+        ]
+        request.entries = entries
+        self._queue.extend(entries)
         self._wakeup.set()
-        return entry
+        return entries
 
     async def infer(self, item: T, timeout_s: float | None = None) -> R:
         """Submit ``item`` and wait for its result until its deadline."""
         return await self.result(self.submit(item, timeout_s))
 
-    async def result(self, entry: _Entry[T, R]) -> R:
+    async def result(self, entry: Entry[T, R]) -> R:
         """Wait for a submitted item's result until its deadline; cancelling drops the item."""
         remaining = entry.deadline - asyncio.get_running_loop().time()
         try:
             return await asyncio.wait_for(asyncio.shield(entry.future), remaining)
         except TimeoutError:
-            where = "while it was being synthesized" if entry.started else "while it was queued"
             self.cancel(entry)
-            raise DeadlineExceeded(f"the request's deadline passed {where}") from None
+            raise deadline_error(entry.started) from None
         except asyncio.CancelledError:
             self.cancel(entry)  # the caller went away: never compute it
             raise
 
-    def cancel(self, entry: _Entry[T, R]) -> None:
+    async def results(self, entries: Sequence[Entry[T, R]]) -> list[R]:
+        """All of one request's results, in order, until its deadline.  The first item that
+        fails fails the request: its other items are dropped (or ignored if running)."""
+        futures = [e.future for e in entries]
+        remaining = entries[0].deadline - asyncio.get_running_loop().time()
+        try:
+            done, pending = await asyncio.wait(
+                futures, timeout=remaining, return_when=asyncio.FIRST_EXCEPTION
+            )
+        except asyncio.CancelledError:
+            self.cancel_all(entries)
+            raise
+        for future in done:
+            if not future.cancelled() and future.exception() is not None:
+                self.cancel_all(entries)
+                raise future.exception()  # type: ignore[misc]
+        if pending:
+            started = any(e.started for e in entries)
+            self.cancel_all(entries)
+            raise deadline_error(started)
+        return [future.result() for future in futures]
+
+    def cancel(self, entry: Entry[T, R]) -> None:
         """The caller no longer wants ``entry``: dropped if still queued (it frees its place at
         once), its result ignored if it is running."""
-        entry.future.cancel()
-        if not entry.started:
-            self._queue = deque(e for e in self._queue if e is not entry)
+        self.cancel_all([entry])
+
+    def cancel_all(self, entries: Sequence[Entry[T, R]]) -> None:
+        """:meth:`cancel` for each of ``entries`` (a request the caller gave up on)."""
+        for entry in entries:
+            if entry.future.done():
+                if not entry.future.cancelled():
+                    entry.future.exception()  # retrieved: the caller has its answer already
+            else:
+                entry.future.cancel()
+        gone = {id(e) for e in entries if not e.started}
+        if gone:
+            self._queue = [e for e in self._queue if id(e) not in gone]
+
+    def poke(self) -> None:
+        """Something that ``eligible`` reads changed: look at the queue again."""
+        self._wakeup.set()
 
     # -- the loop -------------------------------------------------------------------
 
@@ -183,34 +245,38 @@ class DynamicBatcher(Generic[T, R]):
     def _purge(self) -> None:
         """Drop items whose caller went away; fail items whose deadline passed."""
         now = asyncio.get_running_loop().time()
-        kept: deque[_Entry[T, R]] = deque()
+        kept: list[Entry[T, R]] = []
         for e in self._queue:
             if e.future.done():
                 continue
             if e.deadline <= now:
-                e.future.set_exception(DeadlineExceeded("the request's deadline passed while it was queued"))
+                e.future.set_exception(deadline_error(e.request.started))
                 continue
             kept.append(e)
         self._queue = kept
 
-    async def _next_head(self) -> _Entry[T, R] | None:
+    def _ready(self) -> list[Entry[T, R]]:
+        return [e for e in self._queue if self._eligible(e.item)]
+
+    async def _next_head(self) -> Entry[T, R] | None:
         while True:
             self._purge()
-            if self._queue:
-                return self._queue[0]
-            if self._closing:
+            ready = self._ready()
+            if ready:
+                return ready[0]
+            if self._closing and not self._queue:
                 return None
             self._wakeup.clear()
             await self._wakeup.wait()
 
-    async def _collect(self, head: _Entry[T, R]) -> list[_Entry[T, R]]:
+    async def _collect(self, head: Entry[T, R]) -> list[Entry[T, R]]:
         loop = asyncio.get_running_loop()
         close_at = head.enqueued_at + self.max_wait_s
         while True:
             self._purge()
-            if head.future.done():
-                return []  # the head left; the next oldest item starts a new batch
-            batch = [e for e in self._queue if e.key == head.key][: self.max_batch_size]
+            if head.future.done() or not self._eligible(head.item):
+                return []  # the head left; the next item in line starts a new batch
+            batch = fair_batch([e for e in self._ready() if e.key == head.key], self.max_batch_size)
             remaining = close_at - loop.time()
             if len(batch) >= self.max_batch_size or remaining <= 0 or self._closing:
                 break
@@ -220,20 +286,33 @@ class DynamicBatcher(Generic[T, R]):
             except TimeoutError:
                 pass
         taken = {id(e) for e in batch}
-        self._queue = deque(e for e in self._queue if id(e) not in taken)
+        self._queue = [e for e in self._queue if id(e) not in taken]
         return batch
 
-    async def _execute(self, batch: list[_Entry[T, R]]) -> None:
+    def _requeue(self, batch: list[Entry[T, R]]) -> None:
+        """Requests just served go to the back of the line, behind those that arrived meanwhile."""
+        served = {id(e.request) for e in batch}
+        for e in self._queue:
+            if id(e.request) in served:
+                e.order = next(self._order)
+        self._queue.sort(key=lambda e: e.order)
+
+    async def _execute(self, batch: list[Entry[T, R]]) -> None:
         now = asyncio.get_running_loop().time()
+        first_waits: list[float] = []
         for e in batch:
             e.started = True
+            if not e.request.started:
+                e.request.started = True
+                first_waits.append(now - e.enqueued_at)
         if self._observer is not None:
-            self._observer.batch_formed(len(batch), [now - e.enqueued_at for e in batch])
+            self._observer.batch_formed(len(batch), first_waits)
         self._in_flight = batch  # left set if cancelled, so _fail_leftovers answers them
         await self._process_halving(batch)
         self._in_flight = []
+        self._requeue(batch)
 
-    async def _process_halving(self, batch: list[_Entry[T, R]]) -> None:
+    async def _process_halving(self, batch: list[Entry[T, R]]) -> None:
         """``process`` the batch; if it raises, retry it in halves (see the module docstring)."""
         try:
             results = await self._process([e.item for e in batch])
@@ -244,7 +323,7 @@ class DynamicBatcher(Generic[T, R]):
             return
         except Exception as exc:
             if len(batch) == 1:
-                _settle(batch[0], exc)
+                self._settle(batch[0], exc)
                 return
             live = [e for e in batch if not e.future.done()]
             half = (len(live) + 1) // 2
@@ -262,7 +341,20 @@ class DynamicBatcher(Generic[T, R]):
                     await self._process_halving(part)
             return
         for e, result in zip(batch, results, strict=True):
-            _settle(e, result)
+            self._settle(e, result)
+
+    def _settle(self, entry: Entry[T, R], outcome: object) -> None:
+        """Answer ``entry``; a failure fails its request: its other items are dropped if queued,
+        and not retried (their results ignored) if in a batch being split."""
+        if entry.future.done():
+            return  # the caller gave up (deadline or disconnect) while it ran
+        if not isinstance(outcome, BaseException):
+            entry.future.set_result(outcome)  # type: ignore[arg-type]
+            return
+        entry.future.set_exception(outcome)
+        rest = [e for e in entry.request.entries if e is not entry and not e.future.done()]
+        if rest:
+            self.cancel_all(rest)
 
     def _engine_failed(self, error: EngineFailed) -> None:
         """The consumer is broken for good: answer everything with ``error`` and stop."""
@@ -304,12 +396,3 @@ class DynamicBatcher(Generic[T, R]):
                 await self._task
             except asyncio.CancelledError:
                 pass
-
-
-def _settle(entry: _Entry, outcome: object) -> None:
-    if entry.future.done():
-        return  # the caller gave up (deadline or disconnect) while it ran
-    if isinstance(outcome, BaseException):
-        entry.future.set_exception(outcome)
-    else:
-        entry.future.set_result(outcome)

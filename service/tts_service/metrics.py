@@ -26,6 +26,7 @@ LATENCY_BUCKETS = (
     1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0,
 )  # fmt: skip
 BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+SEGMENT_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
 
 REQUEST_DURATION = "tts_request_duration_seconds"
 # The autoscaler's latency signal: successful whole-file synthesis only (no errors, no 503s
@@ -42,6 +43,8 @@ METRIC_NAMES = (
     SYNTHESIS_DURATION,
     QUEUE_WAIT,
     "tts_batch_size",
+    "tts_request_segments",
+    "tts_truncated_segments_total",
     "tts_queue_depth",
     "tts_inflight_requests",
     INFERENCE_DURATION,
@@ -94,14 +97,28 @@ class Metrics:
         )
         self.queue_wait = Histogram(
             QUEUE_WAIT,
-            "Time a request waited in the batcher's queue before its batch started.",
+            "Time a request waited in the batcher's queue before its first segment's batch started.",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.batch_size = Histogram(
-            "tts_batch_size", "Items per engine call.", buckets=BATCH_SIZE_BUCKETS, registry=r
+            "tts_batch_size", "Segments per engine call.", buckets=BATCH_SIZE_BUCKETS, registry=r
         )
-        self.queue_depth = Gauge("tts_queue_depth", "Requests waiting in the batcher's queue.", registry=r)
+        self.request_segments = Histogram(
+            "tts_request_segments",
+            "Segments a synthesis request's text was split into (TTS_SEGMENT_CHARS).",
+            buckets=SEGMENT_BUCKETS,
+            registry=r,
+        )
+        self.truncated_segments = Counter(
+            "tts_truncated_segments",
+            "Segments whose generation ended at their token budget while the model was still "
+            "speaking: their audio stops there (also logged).",
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "tts_queue_depth", "Requests with segments waiting in the batcher's queue.", registry=r
+        )
         self.inflight = Gauge(
             "tts_inflight_requests", "Synthesis requests being handled right now.", registry=r
         )

@@ -68,18 +68,34 @@ class Settings:
         256, "Requests waiting for the engine before new ones get 503 + Retry-After.", minimum=1
     )
     request_timeout_s: float = _setting(
-        30.0, "Deadline per request, from arrival to audio; past it the client gets 504.", minimum=0.1
+        30.0,
+        "Deadline per segment of a request (TTS_SEGMENT_CHARS), from arrival to its last audio: a "
+        "request split into N segments must finish within N times this, or the client gets 504.",
+        minimum=0.1,
     )
     stream_buffer_s: float = _setting(
         120.0,
         "Seconds of audio held for a streamed response whose client reads slower than the audio is "
-        "made; past it the stream is cut off (the client sees an incomplete response). "
+        "made: its next segments wait while this much is buffered, and past it within one segment "
+        "the stream is cut off (the client sees an incomplete response). "
         "Memory: about 96 KB per second per stream.",
         minimum=1,
         maximum=3600,
     )
     max_input_chars: int = _setting(
-        4096, "Longest accepted input text, in characters.", minimum=1, maximum=100_000
+        4096,
+        "Longest accepted input text, in characters (OpenAI's limit too); longer input gets 400 "
+        "input_too_long naming the limit.",
+        minimum=1,
+        maximum=100_000,
+    )
+    segment_chars: int = _setting(
+        100,
+        "Longest segment of input the engine speaks in one generation: longer input is split at "
+        "sentence ends, then clauses, then words (about 20-25 s of Mandarin, inside ChatTTS's "
+        "comfortable 15-30 s).",
+        minimum=16,
+        maximum=4096,
     )
     max_body_bytes: int = _setting(
         65536, "Largest accepted request body; larger bodies get 413.", minimum=1024
@@ -147,9 +163,9 @@ class Settings:
     )
     min_new_tokens: int = _setting(
         0,
-        "Audio tokens ChatTTS must generate before it may end a request (0 = it ends when the model says); "
-        "capped at the request's own bound. Benchmarks set it to TTS_MAX_NEW_TOKENS so every request "
-        "does the same work.",
+        "Audio tokens ChatTTS must generate before it may end a segment (0 = it ends when the model "
+        "says); capped at the segment's own budget. Benchmarks set it to TTS_MAX_NEW_TOKENS so every "
+        "segment runs to its budget (a real checkpoint's worst case).",
         minimum=0,
         maximum=4096,
     )

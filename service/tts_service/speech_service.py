@@ -5,6 +5,12 @@ is ready (engine loaded and warmed up), draining, or failed (the engine's device
 see :mod:`.engines.failures`), turns a validated
 :class:`~tts_service.speech_request.SpeechRequest` into encoded audio, and shuts down
 in the right order: stop intake, finish the queue, release the engine.
+
+A request's text is split into segments (:mod:`.segmentation`), one batcher item each,
+all with the request's voice and speed (one voice for the whole text: its language is
+detected on the whole text, and every segment shares its batch key, so its speaker
+embedding and sampling settings).  The segments' audio is joined by
+:mod:`.segment_join`, the same way whole or streamed.
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ from . import __version__
 from .audio import StreamEncoder, encode
 from .auth import Authenticator, load_api_keys
 from .batcher import DynamicBatcher
-from .engines import Engine, SynthesisItem, create_engine
+from .engines import Engine, ResolvedVoice, SynthesisItem, create_engine
 from .errors import Draining, EngineFailed, NotReady
 from .metrics import Metrics
+from .segment_join import SegmentJoiner, join_segments
+from .segmentation import Segment, split_segments
 from .settings import Settings
 from .speech_request import SpeechRequest
 from .stream_buffer import StreamBuffer
+from .text_normalization import clean_text
 from .worker import InferenceWorker, Job
 
 log = logging.getLogger("tts_service")
@@ -84,6 +93,7 @@ class SpeechService:
             default_timeout_s=settings.request_timeout_s,
             # Streamed jobs run through a different engine call: never in a batch with others.
             key=lambda job: (job.stream is not None, self.engine.batch_key(job.item)),
+            eligible=lambda job: job.admitted,
             observer=self.metrics,
             on_engine_failed=self._engine_failed,
         )
@@ -133,28 +143,49 @@ class SpeechService:
         """Every name a request may give as ``voice``: voice ids and aliases."""
         return [v.id for v in self.engine.voices()] + list(self.engine.aliases())
 
-    async def synthesize(self, request: SpeechRequest) -> SpeechResult:
-        """Queue ``request`` for the engine and encode its audio."""
-        self._check_accepting()
+    def _segments(self, request: SpeechRequest) -> tuple[ResolvedVoice, list[Segment], float]:
+        """The request's voice, its text's segments, and its deadline in seconds."""
         voice = self.engine.resolve_voice(request.voice, request.text)
-        job = Job(SynthesisItem(text=request.text, voice=voice, speed=request.speed))
-        audio = await self.batcher.infer(job)
+        segments = split_segments(clean_text(request.text), self.settings.segment_chars)
+        self.metrics.request_segments.observe(len(segments))
+        return voice, segments, self.settings.request_timeout_s * len(segments)
+
+    async def synthesize(self, request: SpeechRequest) -> SpeechResult:
+        """Queue ``request``'s segments for the engine, join and encode their audio."""
+        self._check_accepting()
+        voice, segments, timeout = self._segments(request)
+        jobs = [Job(SynthesisItem(s.text, voice, request.speed), segment=i) for i, s in enumerate(segments)]
+        audios = await self.batcher.results(self.batcher.submit_all(jobs, timeout))
+        rate = self.engine.sample_rate
+        audio = join_segments(audios, [s.boundary for s in segments], rate)
         body = await asyncio.get_running_loop().run_in_executor(
-            self._encoder, encode, audio, self.engine.sample_rate, request.response_format
+            self._encoder, encode, audio, rate, request.response_format
         )
-        return SpeechResult(body, request.response_format, voice.id, audio.size / self.engine.sample_rate)
+        return SpeechResult(body, request.response_format, voice.id, audio.size / rate)
 
     async def stream(self, request: SpeechRequest) -> SpeechStream:
-        """Queue ``request`` as a streamed synthesis; its audio arrives chunk by chunk."""
+        """Queue ``request``'s segments as a streamed synthesis; its audio arrives chunk by
+        chunk in segment order (the first segment streams while the next ones are made)."""
         arrived = time.perf_counter()
         self._check_accepting()
-        voice = self.engine.resolve_voice(request.voice, request.text)
+        voice, segments, timeout = self._segments(request)
         loop = asyncio.get_running_loop()
         rate = self.engine.sample_rate
-        buffer = StreamBuffer(loop, max_samples=round(self.settings.stream_buffer_s * rate), sample_rate=rate)
-        job = Job(SynthesisItem(text=request.text, voice=voice, speed=request.speed), stream=buffer)
-        entry = self.batcher.submit(job)  # a full queue is reported here, before any response
-        result = loop.create_task(self.batcher.result(entry))
+        buffer = StreamBuffer(
+            loop,
+            max_samples=round(self.settings.stream_buffer_s * rate),
+            sample_rate=rate,
+            segments=len(segments),
+            on_read=self.batcher.poke,
+        )
+        jobs = [
+            Job(SynthesisItem(s.text, voice, request.speed), stream=buffer, segment=i)
+            for i, s in enumerate(segments)
+        ]
+        entries = self.batcher.submit_all(jobs, timeout)  # a full queue is reported here, before any response
+        for i, entry in enumerate(entries):
+            entry.future.add_done_callback(lambda future, i=i: _segment_done(buffer, i, future))
+        result = loop.create_task(self.batcher.results(entries))
 
         def finished(task: asyncio.Task) -> None:
             buffer.end()  # the worker put every chunk into the buffer before the result was set
@@ -163,22 +194,26 @@ class SpeechService:
 
         result.add_done_callback(finished)
         encoder = StreamEncoder(request.response_format, rate)
+        joiner = SegmentJoiner([s.boundary for s in segments], rate)
 
         async def chunks() -> AsyncGenerator[bytes, None]:
             try:
                 first = True
-                while (chunk := await buffer.get()) is not None:
+                while (piece := await buffer.get()) is not None:
+                    audio = joiner.feed(piece.segment, piece.audio, piece.last)
+                    if not audio.size:
+                        continue
                     if first:
                         self.metrics.time_to_first_audio.observe(time.perf_counter() - arrived)
                         first = False
-                    yield await loop.run_in_executor(self._encoder, encoder.encode, chunk)
+                    yield await loop.run_in_executor(self._encoder, encoder.encode, audio)
                 await result  # raises the request's error
                 yield encoder.finish()
             finally:
                 # Closed early (the client went away, or the stream failed): leave the queue, or
                 # tell the engine nobody listens, and free what was buffered.
                 buffer.close()
-                self.batcher.cancel(entry)  # also when its result task never got to run
+                self.batcher.cancel_all(entries)  # also when its result task never got to run
                 if not result.done():
                     result.cancel()
 
@@ -215,3 +250,13 @@ class SpeechService:
         finally:
             self._encoder.shutdown(wait=True)
         log.info("stopped")
+
+
+def _segment_done(buffer: StreamBuffer, segment: int, future: asyncio.Future) -> None:
+    """A streamed segment's job finished: its chunks are all in, or the stream ends."""
+    if future.cancelled():
+        return
+    if future.exception() is not None:
+        buffer.end()  # the request fails: its reader stops here and gets the error
+    else:
+        buffer.end_segment(segment)

@@ -12,8 +12,9 @@ says what an engine's exception means (:mod:`.engines.failures`): an
 is retried in halves by the batcher, an :class:`~tts_service.errors.EngineFailed` (a broken
 device) ends the service's engine.
 
-The batcher's items are jobs (:class:`Job`): the engine's :class:`SynthesisItem` plus, for a
-streamed request, the :class:`~tts_service.stream_buffer.StreamBuffer` its chunks go to.
+The batcher's items are jobs (:class:`Job`): one segment of a request as the engine's
+:class:`SynthesisItem` plus, for a streamed request, the
+:class:`~tts_service.stream_buffer.StreamBuffer` its chunks go to and which segment they are.
 Delivery is the worker's business; engines only make audio.
 """
 
@@ -39,10 +40,16 @@ log = logging.getLogger("tts_service.worker")
 
 @dataclass(eq=False)
 class Job:
-    """One request's work: what to synthesize, and where a stream's chunks go (None: whole)."""
+    """One segment's work: what to synthesize, and where a stream's chunks go (None: whole)."""
 
     item: SynthesisItem
     stream: StreamBuffer | None = None
+    segment: int = 0  # which of its request's segments (a stream's chunks go to its slot)
+
+    @property
+    def admitted(self) -> bool:
+        """The batcher's ``eligible``: a stream's later segment waits while its reader is behind."""
+        return self.stream is None or self.stream.admits(self.segment)
 
 
 class InferenceWorker:
@@ -91,6 +98,7 @@ class InferenceWorker:
         for job in jobs:
             assert job.stream is not None, "streamed and whole jobs never share a batch"
             streams.append(job.stream)
+        segments = [job.segment for job in jobs]
         started = time.perf_counter()
         samples = [0] * len(jobs)
         errors: list[TTSError | None] = [None] * len(jobs)
@@ -108,7 +116,7 @@ class InferenceWorker:
                     checked = self._check(chunk)
                     if isinstance(checked, TTSError):
                         errors[i] = checked
-                    elif stream.put(checked):
+                    elif stream.put(checked, segments[i]):
                         samples[i] += checked.size
                         emitted = True
                     else:
@@ -124,13 +132,22 @@ class InferenceWorker:
             return [e or error for e in errors]
         finally:
             chunk_steps.close()  # stops a generation left early, releasing what it holds
-            self._observe(time.perf_counter() - started)
+            self._observe(time.perf_counter() - started, [job.item for job in jobs])
         return [e or n for e, n in zip(errors, samples, strict=True)]
 
-    def _observe(self, seconds: float) -> None:
+    def _observe(self, seconds: float, items: Sequence[SynthesisItem]) -> None:
+        truncated = self.engine.truncated_rows()
+        for row in truncated:
+            log.warning(
+                "a segment of %d characters (%r...) ended at its token budget while the model was "
+                "still speaking: its audio stops there (tts_truncated_segments_total)",
+                len(items[row].text),
+                items[row].text[:40],
+            )
         if self._metrics is None:
             return
         self._metrics.inference_duration.observe(seconds)
+        self._metrics.truncated_segments.inc(len(truncated))
         memory = self.engine.device_memory()
         if memory is not None:
             self._metrics.device_memory_allocated.set(memory[0])
@@ -143,7 +160,7 @@ class InferenceWorker:
         except Exception as exc:
             raise self._engine_error(exc) from exc
         finally:
-            self._observe(time.perf_counter() - started)
+            self._observe(time.perf_counter() - started, items)
         if len(arrays) != len(items):
             # The batcher retries the items one by one after this.
             raise EngineError(f"the engine returned {len(arrays)} results for {len(items)} items")

@@ -57,7 +57,7 @@ class ResolvedVoice:
 
 @dataclass(frozen=True)
 class SynthesisItem:
-    """One request's worth of work for the engine."""
+    """One segment of a request: the text for one row of an engine call."""
 
     text: str
     voice: ResolvedVoice
@@ -120,6 +120,11 @@ class Engine(abc.ABC):
     def classify_failure(self, error: BaseException) -> Failure:
         """What an exception from ``synthesize`` means for the batch (see :mod:`.failures`)."""
         return classify_failure(error)
+
+    def truncated_rows(self) -> list[int]:
+        """Rows (indices) of the last call that ended at their token budget while the model
+        was still speaking (``tts_truncated_segments_total``); engines without a budget: none."""
+        return []
 
     def device_memory(self) -> tuple[int, int] | None:
         """(allocated, reserved) bytes on the accelerator after the last call; None on a CPU."""

@@ -20,9 +20,13 @@ module does deliberately, each because ChatTTS would otherwise get it wrong for 
   |x| <= 1e-5 anywhere in the signal, shortening the audio unpredictably and clicking at
   the gaps; this path keeps every sample.  The ``chattts`` extra pins ChatTTS 0.2.5 so
   these stages are what they are; a test checks they exist.
-- **Bounded generation.**  ``max_new_token`` follows the input's length (ChatTTS makes
-  ~46.9 audio tokens per second of speech), capped by ``TTS_MAX_NEW_TOKENS``, so a runaway
-  generation cannot hold the worker for minutes; ``close`` interrupts a running one.
+- **Bounded generation, per row.**  Each row's token budget follows its own text's length
+  (ChatTTS makes ~46.9 audio tokens per second of speech), capped by ``TTS_MAX_NEW_TOKENS``,
+  so a runaway generation cannot hold the worker for minutes.  ChatTTS takes one
+  ``max_new_token`` per batch, so the batch runs to its largest row budget and every row is
+  cut at its own (a short row batched with a long one keeps only its own tokens, and its
+  audio its own length); a row cut while still speaking is reported
+  (:meth:`truncated_rows`).  ``close`` interrupts a running generation.
 - **Memory.**  Everything runs under ``torch.inference_mode()`` and nothing is cached per
   call; a test checks RSS stays flat over hundreds of calls.
 
@@ -68,9 +72,9 @@ def speed_prompt(speed: float) -> str:
     return f"[speed_{min(9, max(0, round(5 + 2 * math.log2(speed))))}]"
 
 
-def token_budget(texts: Sequence[str], speed: float, cap: int) -> int:
-    longest = max((len(t) for t in texts), default=0)
-    return min(cap, MIN_TOKEN_BUDGET + math.ceil(TOKENS_PER_CHAR * longest / min(1.0, speed)))
+def token_budget(text: str, speed: float, cap: int) -> int:
+    """Audio tokens one row may generate: its own text's length, slower speech more."""
+    return min(cap, MIN_TOKEN_BUDGET + math.ceil(TOKENS_PER_CHAR * len(text) / min(1.0, speed)))
 
 
 def container_cpus() -> int:
@@ -90,8 +94,10 @@ class BatchStats:
     """What the last engine call did (for benchmarks and tests)."""
 
     size: int = 0
-    tokens: list[int] = field(default_factory=list)
-    max_new_token: int = 0
+    tokens: list[int] = field(default_factory=list)  # each row's tokens (after its own budget)
+    budgets: list[int] = field(default_factory=list)  # each row's budget
+    truncated: list[int] = field(default_factory=list)  # rows cut at their budget
+    max_new_token: int = 0  # the batch's: its largest row budget
     audio_seconds: float = 0.0
     seconds: float = 0.0  # wall time of the call (benchmarks compare batched and single calls)
 
@@ -254,15 +260,17 @@ class ChatTTSEngine(Engine):
             raise
 
     def _prepare(self, items: Sequence[SynthesisItem], max_new_token: int | None):
-        """Texts (refined if enabled) and fresh InferCodeParams for one batch."""
+        """Texts (refined if enabled), fresh InferCodeParams and each row's budget for one batch."""
         import torch
         from ChatTTS import Chat
 
         chat = self._loaded()
+        self.last_batch = BatchStats()  # nothing from an earlier call is reported for this one
         first = items[0]
         texts = self.prepare_texts(items)
-        budget = max_new_token or token_budget(texts, first.speed, self._settings.max_new_tokens)
         s = self._settings
+        budgets = [max_new_token or token_budget(text, first.speed, s.max_new_tokens) for text in texts]
+        budget = max(budgets)
         chat.context.set(False)  # clear an interrupt() from an earlier shutdown attempt
         if s.refine_text:
             with torch.inference_mode():
@@ -278,17 +286,26 @@ class ChatTTSEngine(Engine):
             top_P=s.top_p,
             top_K=s.top_k,
             max_new_token=budget,
+            # Per row: at least min(TTS_MIN_NEW_TOKENS, its own budget). ChatTTS's minimum is
+            # batch-wide, so the batch runs to min(TTS_MIN_NEW_TOKENS, its largest budget) and each
+            # row is then cut at its own budget (_decode).
             min_new_token=min(s.min_new_tokens, budget),
             show_tqdm=False,
         )
-        return chat, texts, params
+        return chat, texts, params, budgets
 
-    def _decode(self, chat, result) -> tuple[np.ndarray, list[int]]:
-        """Decode a generation result: the padded batch and each row's own token count."""
-        lengths = [int(h.size(0)) for h in result.hiddens]
-        wavs = chat._decode_to_wavs(result.hiddens, True)
+    def _decode(self, chat, result, budgets: list[int]) -> tuple[np.ndarray, list[int]]:
+        """Decode a generation result, each row cut at its own budget: the padded batch and
+        each row's own token count."""
+        lengths = [min(int(h.size(0)), b) for h, b in zip(result.hiddens, budgets, strict=True)]
+        wavs = chat._decode_to_wavs([h[:n] for h, n in zip(result.hiddens, lengths, strict=True)], True)
         result.destroy()
         return wavs, lengths
+
+    @staticmethod
+    def _cut(result, budgets: list[int]) -> list[int]:
+        """Rows that generated up to their budget without ending (cut while speaking)."""
+        return [i for i, (h, b) in enumerate(zip(result.hiddens, budgets, strict=True)) if h.size(0) >= b]
 
     @staticmethod
     def _row_samples(width: int, lengths: list[int], i: int) -> int:
@@ -299,15 +316,16 @@ class ChatTTSEngine(Engine):
         import torch
 
         started = time.perf_counter()
-        chat, texts, params = self._prepare(items, max_new_token)
+        chat, texts, params, budgets = self._prepare(items, max_new_token)
         with torch.inference_mode():
             result = next(chat._infer_code(texts, False, chat.device, True, params))
-            wavs, lengths = self._decode(chat, result)
+            cut = self._cut(result, budgets)
+            wavs, lengths = self._decode(chat, result, budgets)
         rows = [
             np.ascontiguousarray(wavs[i, : self._row_samples(wavs.shape[1], lengths, i)], dtype=np.float32)
             for i in range(len(lengths))
         ]
-        self._record(len(items), lengths, params.max_new_token, sum(r.size for r in rows), started)
+        self._record(lengths, budgets, cut, sum(r.size for r in rows), started)
         return rows
 
     def synthesize_stream(
@@ -332,12 +350,13 @@ class ChatTTSEngine(Engine):
         import torch
 
         started = time.perf_counter()
-        chat, texts, params = self._prepare(items, None)
+        chat, texts, params, budgets = self._prepare(items, None)
         sent = [0] * len(items)
-        wavs, lengths = np.zeros((len(items), 0), dtype=np.float32), [0] * len(items)
+        wavs, lengths, cut = np.zeros((len(items), 0), dtype=np.float32), [0] * len(items), []
         with torch.inference_mode():
             for result in chat._infer_code(texts, True, chat.device, True, params):
-                wavs, lengths = self._decode(chat, result)
+                cut = self._cut(result, budgets)
+                wavs, lengths = self._decode(chat, result, budgets)
                 ready = [
                     max(
                         sent[i],
@@ -356,13 +375,24 @@ class ChatTTSEngine(Engine):
             np.ascontiguousarray(wavs[i, sent[i] : max(sent[i], ends[i])], dtype=np.float32)
             for i in range(len(items))
         ]
-        self._record(len(items), lengths, params.max_new_token, sum(ends), started)
+        self._record(lengths, budgets, cut, sum(ends), started)
         yield rows
 
-    def _record(self, size: int, lengths: list[int], budget: int, samples: int, started: float) -> None:
+    def _record(
+        self, lengths: list[int], budgets: list[int], cut: list[int], samples: int, started: float
+    ) -> None:
         self.last_batch = BatchStats(
-            size, lengths, budget, samples / self.sample_rate, time.perf_counter() - started
+            size=len(lengths),
+            tokens=lengths,
+            budgets=budgets,
+            truncated=cut,
+            max_new_token=max(budgets),
+            audio_seconds=samples / self.sample_rate,
+            seconds=time.perf_counter() - started,
         )
+
+    def truncated_rows(self) -> list[int]:
+        return list(self.last_batch.truncated)
 
     def device_memory(self) -> tuple[int, int] | None:
         """CUDA memory held by torch (exported as tts_cuda_memory_*_bytes); None on a CPU."""

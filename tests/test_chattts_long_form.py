@@ -1,0 +1,144 @@
+"""Long-form speech on the ChatTTS engine (random-weights checkpoint, CPU): per-row token
+budgets, a 1000-character Chinese text spoken whole in segments, one voice throughout.
+
+Random weights rarely stop on their own, so ``TTS_MIN_NEW_TOKENS`` makes rows run to a known
+length where a test needs one, and every generation is bounded by ``TTS_MAX_NEW_TOKENS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import wave
+
+import numpy as np
+from test_api import metric, scrape
+from test_chattts_engine import items_for, settings_for
+from test_streaming import read_http_chunks
+from tts_service.engines.chattts import SAMPLES_PER_TOKEN, ChatTTSEngine, token_budget
+from tts_service.segment_join import PAUSE_S
+from tts_service.segmentation import split_segments
+
+SPEECH = "/v1/audio/speech"
+SENTENCES = [
+    "今天天气很好，我们一起去公园散步吧。",
+    "春天来了，花园里的花都开了，红的、黄的、白的，非常好看。",
+    "小明每天早上七点起床，先跑步，再吃早饭，然后去学校上课。",
+    "这家餐厅的菜很好吃，价格也不贵，所以每到周末都有很多人。",
+    "你知道最近的火车站在哪里吗？",
+]
+ROW_TOKENS = 16  # TTS_MAX_NEW_TOKENS = TTS_MIN_NEW_TOKENS: every segment's row runs to exactly this
+
+
+def thousand_characters() -> str:
+    text = ""
+    while len(text) < 1000:
+        text += SENTENCES[len(text) % len(SENTENCES)]
+    return text[:1000]
+
+
+class RecordingEngine(ChatTTSEngine):
+    """The real engine, recording each call's texts and the speaker embedding it used."""
+
+    def __init__(self, settings, **kwargs) -> None:
+        super().__init__(settings, **kwargs)
+        self.calls: list[tuple[list[str], str]] = []
+
+    def _prepare(self, items, max_new_token):
+        chat, texts, params, budgets = super()._prepare(items, max_new_token)
+        self.calls.append(([item.text for item in items], params.spk_emb))
+        return chat, texts, params, budgets
+
+
+def test_each_row_gets_its_own_budget_and_a_short_row_is_trimmed_to_it(checkpoint):
+    engine = ChatTTSEngine(
+        settings_for(checkpoint, max_new_tokens=200, min_new_tokens=200), sha256_map=checkpoint["sha256"]
+    )
+    engine.load()
+    try:
+        items = items_for(engine, ["短", "一个比较长的句子用来测试"])
+        texts = engine.prepare_texts(items)
+        audios = engine.synthesize(items)
+        stats = engine.last_batch
+    finally:
+        engine.close()
+    assert stats.budgets == [token_budget(t, 1.0, 200) for t in texts] == [60, 192]
+    assert stats.max_new_token == 192  # the batch runs to its largest row budget...
+    assert stats.tokens == [60, 192]  # ...and the short row is cut at its own
+    for audio, n in zip(audios, stats.tokens, strict=True):
+        assert audio.size == SAMPLES_PER_TOKEN * n - SAMPLES_PER_TOKEN // 2
+    # Both were still "speaking" at their budgets (TTS_MIN_NEW_TOKENS): reported, not hidden.
+    assert engine.truncated_rows() == [0, 1]
+
+
+def fields_of(settings) -> dict:
+    """The settings as make_service_client's keywords (the engine instance is passed apart)."""
+    return {k: getattr(settings, k) for k in settings.__dataclass_fields__ if k != "engine"}
+
+
+def whole_length(segments) -> int:
+    """Samples of the joined answer: each row's audio plus the pause after each join."""
+    row = SAMPLES_PER_TOKEN * ROW_TOKENS - SAMPLES_PER_TOKEN // 2
+    pauses = sum(round(PAUSE_S[s.boundary] * 24_000) for s in segments[:-1])
+    return len(segments) * row + pauses
+
+
+async def test_a_thousand_chinese_characters_are_spoken_whole_in_segments(checkpoint, make_service_client):
+    settings = settings_for(
+        checkpoint, max_new_tokens=ROW_TOKENS, min_new_tokens=ROW_TOKENS, max_batch_size=4, segment_chars=100
+    ).replace(warmup=False, max_wait_ms=50)
+    engine = RecordingEngine(settings, sha256_map=checkpoint["sha256"])
+    client = await make_service_client(engine, **fields_of(settings))
+    text = thousand_characters()
+    segments = split_segments(text, 100)
+    assert len(segments) >= 10 and all(len(s.text) <= 100 for s in segments)
+
+    response = await client.post(SPEECH, json={"input": text, "response_format": "wav", "voice": "alloy"})
+    assert response.status == 200, await response.text()
+    with wave.open(io.BytesIO(await response.read())) as wav:
+        frames = wav.getnframes()
+    assert frames == whole_length(segments)  # every segment's audio, in one answer
+    samples = await scrape(client)
+    assert metric(samples, "tts_request_segments_sum") == len(segments)
+    # Every row ran to its budget (random weights do not stop): each counted, none silent.
+    assert metric(samples, "tts_truncated_segments_total") == len(segments)
+    assert metric(samples, "tts_batch_size_sum") == len(segments)
+    assert metric(samples, "tts_batch_size_count") == -(-len(segments) // 4)  # full batches of 4
+
+    # One voice for the whole text: one speaker embedding in every call, the voice's own.
+    spoken = [t for texts, _ in engine.calls for t in texts]
+    assert spoken == [s.text for s in segments]
+    assert {emb for _, emb in engine.calls} == {engine._embeddings[engine.resolve_voice("alloy", text).id]}
+
+    streamed = await client.post(SPEECH, json={"input": text, "response_format": "pcm", "stream": True})
+    assert streamed.status == 200
+    body = b"".join(await read_http_chunks(streamed))
+    assert len(body) // 2 == whole_length(segments)  # streamed: the same length, segment after segment
+
+
+async def test_two_voices_never_share_a_call_and_each_request_keeps_its_own(checkpoint, make_service_client):
+    settings = settings_for(
+        checkpoint, max_new_tokens=ROW_TOKENS, min_new_tokens=ROW_TOKENS, max_batch_size=4, segment_chars=40
+    ).replace(warmup=False, max_wait_ms=200)
+    engine = RecordingEngine(settings, sha256_map=checkpoint["sha256"])
+    client = await make_service_client(engine, **fields_of(settings))
+    texts = {"alloy": "".join(SENTENCES[:2]), "echo": "".join(SENTENCES[2:])}  # no segment in common
+    responses = await asyncio.gather(
+        *(
+            client.post(SPEECH, json={"input": t, "voice": v, "response_format": "pcm"})
+            for v, t in texts.items()
+        )
+    )
+    assert [r.status for r in responses] == [200, 200]
+    embedding = {v: engine._embeddings[engine.resolve_voice(v, t).id] for v, t in texts.items()}
+    assert embedding["alloy"] != embedding["echo"]
+    for voice, text in texts.items():
+        mine = {s.text for s in split_segments(text, 40)}
+        used = {emb for call_texts, emb in engine.calls if mine & set(call_texts)}
+        assert used == {embedding[voice]}, voice
+    assert sum(len(call_texts) for call_texts, _ in engine.calls) == sum(
+        len(split_segments(t, 40)) for t in texts.values()
+    )
+    for response in responses:
+        audio = np.frombuffer(await response.read(), dtype="<i2")
+        assert audio.size > 0
