@@ -439,3 +439,31 @@ async def test_an_ineligible_item_keeps_its_place_until_poked():
     assert await asyncio.wait_for(batcher.results(entries), 5) == [0, 10, 20, 30]
     assert [values(b) for b in consumer.batches] == [[0, 1], [2, 3]]
     await batcher.close()
+
+
+async def test_a_short_head_is_not_batched_with_much_costlier_items_but_a_long_head_takes_short_ones():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    # cost = value: items 100+ are a long text's segments, items below 10 short requests.
+    batcher = make(consumer, max_batch_size=4, max_wait_s=0, cost=lambda item: item.value, max_stretch=3)
+    long = asyncio.ensure_future(batcher.results(batcher.submit_all([Item(100 + i) for i in range(6)])))
+    await consumer.entered.wait()  # the long text's first batch runs
+    shorts = [queued(batcher, Item(v)) for v in (2, 5, 7)]  # 7 > 3 x 2: not with the head 2
+    consumer.gate.set()
+    await asyncio.wait_for(asyncio.gather(long, *shorts), 5)
+    assert [values(b) for b in consumer.batches] == [[100, 101, 102, 103], [2, 5], [7], [104, 105]]
+    await batcher.close()
+
+
+async def test_a_costly_head_takes_cheaper_items_along():
+    consumer = FakeConsumer()
+    consumer.gate.clear()
+    batcher = make(consumer, max_batch_size=4, max_wait_s=0, cost=lambda item: item.value, max_stretch=3)
+    blocker = asyncio.ensure_future(batcher.infer(Item(50)))
+    await consumer.entered.wait()
+    long = asyncio.ensure_future(batcher.results(batcher.submit_all([Item(100), Item(101)])))
+    short = queued(batcher, Item(3))  # would wait for the long batch anyway: it rides along
+    consumer.gate.set()
+    await asyncio.wait_for(asyncio.gather(blocker, long, short), 5)
+    assert [values(b) for b in consumer.batches] == [[50], [100, 3, 101]]
+    await batcher.close()

@@ -19,6 +19,32 @@ from lifecycle import rss_slope  # noqa: E402
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def test_quick_long_form_bench_runs_both_servers_and_accounts_for_every_request(tmp_path):
+    out = tmp_path / "long-form.md"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "long_form.py"), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert {(r["server"], r["mode"]) for r in data["long_text"]} == {
+        (server, mode) for server in ("segmented", "one generation") for mode in ("whole", "stream")
+    }
+    for r in data["long_text"]:
+        # Every row ran to its own budget (TTS_MIN_NEW_TOKENS) and each one was counted.
+        assert r["truncated"] == r["segments"] >= 1
+    segmented = {r["mode"]: r for r in data["long_text"] if r["server"] == "segmented"}
+    assert segmented["whole"]["segments"] == segmented["stream"]["segments"] > 1
+    assert segmented["whole"]["audio_seconds"] == pytest.approx(
+        segmented["stream"]["audio_seconds"], abs=0.01
+    )
+    for mix in data["mix"]:
+        assert mix["sent"] == mix["served"], mix  # nothing rejected, lost or timed out
+    assert "## Ratios (same run)" in out.read_text() and "commit:" in out.read_text()
+
+
 def test_quick_suite_runs_every_scenario_and_writes_report_json_and_plots(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "suite.py"), "--quick", "--out-dir", str(tmp_path)],

@@ -142,3 +142,23 @@ async def test_two_voices_never_share_a_call_and_each_request_keeps_its_own(chec
     for response in responses:
         audio = np.frombuffer(await response.read(), dtype="<i2")
         assert audio.size > 0
+
+
+def test_a_stream_decodes_rows_nobody_waits_for_only_at_the_end(checkpoint):
+    """The segment being read streams every 24 tokens; a later one (not eager) arrives whole at
+    the end, with as many samples as if it had streamed."""
+    engine = ChatTTSEngine(
+        settings_for(checkpoint, max_new_tokens=64, min_new_tokens=64), sha256_map=checkpoint["sha256"]
+    )
+    engine.load()
+    try:
+        items = items_for(engine, ["你好", "今天天气很好"])
+        steps = list(engine.synthesize_stream(items, eager=lambda i: i == 0))
+        tokens = engine.last_batch.tokens
+    finally:
+        engine.close()
+    assert len(steps) >= 3
+    assert all(step[1].size == 0 for step in steps[:-1]) and steps[-1][1].size > 0
+    assert sum(step[0].size > 0 for step in steps[:-1]) >= 2  # row 0 streamed as it was made
+    for i, n in enumerate(tokens):
+        assert sum(step[i].size for step in steps) == SAMPLES_PER_TOKEN * n - SAMPLES_PER_TOKEN // 2

@@ -147,7 +147,7 @@ async def test_a_broken_device_fails_the_batch_at_once_and_takes_the_replica_out
 
 async def test_a_device_failure_mid_stream_cuts_the_stream_and_fails_the_replica(make_service_client):
     class BreaksMidStream(EspeakEngine):
-        def synthesize_stream(self, items, wanted=lambda i: True):
+        def synthesize_stream(self, items, wanted=lambda i: True, eager=lambda i: True):
             for step, chunks in enumerate(super().synthesize_stream(items, wanted)):
                 if step == 1 and any("BREAK" in item.text for item in items):
                     raise RuntimeError("CUDA error: device-side assert triggered")

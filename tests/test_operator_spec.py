@@ -16,6 +16,7 @@ from tts_operator.spec import (
     spec_schema,
     validate_spec,
 )
+from tts_service.segmentation import MIN_SEGMENT_CHARS
 from tts_service.settings import DEVICES, ENGINES, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +53,8 @@ def test_crd_defaults_match_the_service_settings():
     assert batching["maxWaitMs"]["default"] == defaults.max_wait_ms
     assert batching["maxQueue"]["default"] == defaults.max_queue_size
     assert batching["requestTimeoutSeconds"]["default"] == defaults.request_timeout_s
+    assert batching["segmentChars"]["default"] == defaults.segment_chars
+    assert batching["segmentChars"]["minimum"] == MIN_SEGMENT_CHARS
     assert schema["warmup"]["default"] == defaults.warmup
     chattts = schema["chattts"]["properties"]
     pairs = {
@@ -73,6 +76,7 @@ def test_empty_spec_gets_all_defaults():
         "maxWaitMs": 80,
         "maxQueue": 256,
         "requestTimeoutSeconds": 30,
+        "segmentChars": 100,
     }
     assert spec["cuda"] == {"archList": "7.5;8.0;8.6", "moduleLoading": "EAGER", "memoryPoolMB": 0}
     assert spec["autoscaling"]["p99TargetSeconds"] == 1.2 and spec["autoscaling"]["for"] == "2m"

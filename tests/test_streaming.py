@@ -111,7 +111,7 @@ class RecordingEngine(EspeakEngine):
             self.calls.append(("whole", len(items)))
         return super().synthesize(items)
 
-    def synthesize_stream(self, items, wanted=lambda i: True):
+    def synthesize_stream(self, items, wanted=lambda i: True, eager=lambda i: True):
         with self.lock:
             self.calls.append(("stream", len(items)))
         for step, chunks in enumerate(super().synthesize_stream(items, wanted)):
@@ -158,7 +158,7 @@ async def test_a_stream_that_fails_after_audio_went_out_is_cut_off_and_the_servi
 
 async def test_a_stream_that_fails_before_any_audio_is_a_json_500(make_service_client):
     class FailingAtOnce(RecordingEngine):
-        def synthesize_stream(self, items, wanted=lambda i: True):
+        def synthesize_stream(self, items, wanted=lambda i: True, eager=lambda i: True):
             raise RuntimeError("no audio at all")
             yield  # a generator
 
@@ -170,7 +170,7 @@ async def test_a_stream_that_fails_before_any_audio_is_a_json_500(make_service_c
 
 async def test_a_poisoned_stream_fails_alone_when_nothing_was_sent_yet(make_service_client):
     class PoisonOnStart(RecordingEngine):
-        def synthesize_stream(self, items, wanted=lambda i: True):
+        def synthesize_stream(self, items, wanted=lambda i: True, eager=lambda i: True):
             with self.lock:
                 self.calls.append(("stream", len(items)))
             if any("POISON" in item.text for item in items):

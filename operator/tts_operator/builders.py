@@ -93,6 +93,7 @@ def service_settings(spec: dict[str, Any]) -> Settings:
         max_wait_ms=float(batching["maxWaitMs"]),
         max_queue_size=batching["maxQueue"],
         request_timeout_s=float(batching["requestTimeoutSeconds"]),
+        segment_chars=batching["segmentChars"],
         warmup=spec["warmup"],
         # A model baked into the image is read where it lies; a volume is mounted at MODEL_MOUNT.
         model_dir=model.get("imagePath") or (MODEL_MOUNT if model else ""),

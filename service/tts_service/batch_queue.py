@@ -1,13 +1,13 @@
-"""The batcher's queue entries, and which of them form the next batch.
+"""The batcher's queue: its entries in line, and which of them form the next batch.
 
-Kept apart from :mod:`.batcher`'s loop so the fairness rule reads (and tests) on its own.
+Kept apart from :mod:`.batcher`'s loop so the order and the fairness rule read on their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -34,6 +34,7 @@ class Entry(Generic[T, R]):
     future: asyncio.Future[R]
     request: Request
     order: int  # place in the queue; moves back once the request had items in a batch
+    cost: float = 1.0  # how long the item holds a batch (the engine's estimate)
     started: bool = field(default=False)
 
     @property
@@ -65,3 +66,65 @@ def deadline_error(started: bool) -> DeadlineExceeded:
     """What an item whose request's deadline passed fails with."""
     where = "while it was being synthesized" if started else "while it was queued"
     return DeadlineExceeded(f"the request's deadline passed {where}")
+
+
+class BatchQueue(Generic[T, R]):
+    """Waiting entries in line (by ``order``); items taken into a batch leave it."""
+
+    def __init__(self) -> None:
+        self._entries: list[Entry[T, R]] = []
+        self._order = itertools.count()
+
+    def __iter__(self) -> Iterator[Entry[T, R]]:
+        return iter(self._entries)
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+    def next_order(self) -> int:
+        return next(self._order)
+
+    def add(self, entries: Sequence[Entry[T, R]]) -> None:
+        self._entries.extend(entries)
+
+    def remove(self, entries: Sequence[Entry]) -> None:
+        gone = {id(e) for e in entries}
+        self._entries = [e for e in self._entries if id(e) not in gone]
+
+    def clear(self) -> list[Entry[T, R]]:
+        """Empty the queue; return what was in it."""
+        entries, self._entries = self._entries, []
+        return entries
+
+    @property
+    def requests(self) -> int:
+        """Requests with live entries waiting."""
+        return len({id(e.request) for e in self._entries if not e.future.done()})
+
+    @property
+    def items(self) -> int:
+        return sum(1 for e in self._entries if not e.future.done())
+
+    def purge(self, now: float) -> None:
+        """Drop entries whose caller went away; fail those whose deadline passed."""
+        kept: list[Entry[T, R]] = []
+        for e in self._entries:
+            if e.future.done():
+                continue
+            if e.deadline <= now:
+                e.future.set_exception(deadline_error(e.request.started))
+                continue
+            kept.append(e)
+        self._entries = kept
+
+    def ready(self, eligible: Callable[[T], bool]) -> list[Entry[T, R]]:
+        """The entries that may start now, in line."""
+        return [e for e in self._entries if eligible(e.item)]
+
+    def requeue(self, batch: Sequence[Entry]) -> None:
+        """Requests just served go to the back of the line, behind those that arrived meanwhile."""
+        served = {id(e.request) for e in batch}
+        for e in self._entries:
+            if id(e.request) in served:
+                e.order = next(self._order)
+        self._entries.sort(key=lambda e: e.order)

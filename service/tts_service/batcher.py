@@ -15,6 +15,11 @@ request's items together).
   request had items in a batch its remaining items move to the back of the queue.  A long
   request fills batches alone when nothing else waits, yet a short request that arrives
   behind it waits for at most the batch that is running, not for the long one's text.
+* **No row holds its batch much longer than its head.**  A batch lasts as long as its
+  costliest item (an engine generates every row to the end), so an item joins only if its
+  ``cost`` is at most ``max_stretch`` times the head's: a short request at the head of the
+  line is not batched with a long text's segments (it would wait for them), while shorter
+  items may join a long head's batch (they would wait for it anyway).
 * While ``process`` runs, new items queue up; with one worker this is what turns load
   into larger batches.
 * The queue is bounded in requests: beyond ``max_queue_size`` requests with items
@@ -42,12 +47,11 @@ The batcher knows nothing about engines or HTTP; it is tested on its own.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, Protocol, TypeVar
 
-from .batch_queue import Entry, Request, deadline_error, fair_batch
+from .batch_queue import BatchQueue, Entry, Request, deadline_error, fair_batch
 from .errors import Draining, EngineError, EngineFailed, QueueFull
 
 T = TypeVar("T")
@@ -56,6 +60,8 @@ R = TypeVar("R")
 log = logging.getLogger("tts_service.batcher")
 
 ProcessFn = Callable[[list[T]], Awaitable[Sequence["R | BaseException"]]]
+# An item may join a batch whose head costs at least 1/MAX_STRETCH of it (see the module doc).
+MAX_STRETCH = 3.0
 
 
 class BatchObserver(Protocol):
@@ -79,6 +85,8 @@ class DynamicBatcher(Generic[T, R]):
         default_timeout_s: float,
         key: Callable[[T], Hashable] = lambda item: None,
         eligible: Callable[[T], bool] = lambda item: True,
+        cost: Callable[[T], float] = lambda item: 1.0,
+        max_stretch: float = MAX_STRETCH,
         observer: BatchObserver | None = None,
         on_engine_failed: Callable[[EngineFailed], None] | None = None,
     ) -> None:
@@ -91,11 +99,12 @@ class DynamicBatcher(Generic[T, R]):
         self.default_timeout_s = default_timeout_s
         self._key = key
         self._eligible = eligible
+        self._cost = cost
+        self.max_stretch = max_stretch
         self._observer = observer
         self._on_engine_failed = on_engine_failed
         self._failed: EngineFailed | None = None
-        self._queue: list[Entry[T, R]] = []  # sorted by order
-        self._order = itertools.count()
+        self._queue: BatchQueue[T, R] = BatchQueue()
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -111,12 +120,12 @@ class DynamicBatcher(Generic[T, R]):
     @property
     def queue_depth(self) -> int:
         """Requests with items waiting to be taken into a batch (not counting running ones)."""
-        return len({id(e.request) for e in self._queue if not e.future.done()})
+        return self._queue.requests
 
     @property
     def queued_items(self) -> int:
         """Items waiting to be taken into a batch."""
-        return sum(1 for e in self._queue if not e.future.done())
+        return self._queue.items
 
     @property
     def held_back(self) -> int:
@@ -157,10 +166,18 @@ class DynamicBatcher(Generic[T, R]):
         timeout = self.default_timeout_s if timeout_s is None else timeout_s
         request = Request(now, now + timeout)
         entries: list[Entry[T, R]] = [
-            Entry(item, self._key(item), loop.create_future(), request, next(self._order)) for item in items
+            Entry(
+                item,
+                self._key(item),
+                loop.create_future(),
+                request,
+                self._queue.next_order(),
+                self._cost(item),
+            )
+            for item in items
         ]
         request.entries = entries
-        self._queue.extend(entries)
+        self._queue.add(entries)
         self._wakeup.set()
         return entries
 
@@ -215,9 +232,7 @@ class DynamicBatcher(Generic[T, R]):
                     entry.future.exception()  # retrieved: the caller has its answer already
             else:
                 entry.future.cancel()
-        gone = {id(e) for e in entries if not e.started}
-        if gone:
-            self._queue = [e for e in self._queue if id(e) not in gone]
+        self._queue.remove([e for e in entries if not e.started])
 
     def poke(self) -> None:
         """Something that ``eligible`` reads changed: look at the queue again."""
@@ -243,20 +258,10 @@ class DynamicBatcher(Generic[T, R]):
             self._fail_leftovers()
 
     def _purge(self) -> None:
-        """Drop items whose caller went away; fail items whose deadline passed."""
-        now = asyncio.get_running_loop().time()
-        kept: list[Entry[T, R]] = []
-        for e in self._queue:
-            if e.future.done():
-                continue
-            if e.deadline <= now:
-                e.future.set_exception(deadline_error(e.request.started))
-                continue
-            kept.append(e)
-        self._queue = kept
+        self._queue.purge(asyncio.get_running_loop().time())
 
     def _ready(self) -> list[Entry[T, R]]:
-        return [e for e in self._queue if self._eligible(e.item)]
+        return self._queue.ready(self._eligible)
 
     async def _next_head(self) -> Entry[T, R] | None:
         while True:
@@ -276,7 +281,10 @@ class DynamicBatcher(Generic[T, R]):
             self._purge()
             if head.future.done() or not self._eligible(head.item):
                 return []  # the head left; the next item in line starts a new batch
-            batch = fair_batch([e for e in self._ready() if e.key == head.key], self.max_batch_size)
+            longest = head.cost * self.max_stretch
+            batch = fair_batch(
+                [e for e in self._ready() if e.key == head.key and e.cost <= longest], self.max_batch_size
+            )
             remaining = close_at - loop.time()
             if len(batch) >= self.max_batch_size or remaining <= 0 or self._closing:
                 break
@@ -285,17 +293,8 @@ class DynamicBatcher(Generic[T, R]):
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
             except TimeoutError:
                 pass
-        taken = {id(e) for e in batch}
-        self._queue = [e for e in self._queue if id(e) not in taken]
+        self._queue.remove(batch)
         return batch
-
-    def _requeue(self, batch: list[Entry[T, R]]) -> None:
-        """Requests just served go to the back of the line, behind those that arrived meanwhile."""
-        served = {id(e.request) for e in batch}
-        for e in self._queue:
-            if id(e.request) in served:
-                e.order = next(self._order)
-        self._queue.sort(key=lambda e: e.order)
 
     async def _execute(self, batch: list[Entry[T, R]]) -> None:
         now = asyncio.get_running_loop().time()
@@ -310,7 +309,7 @@ class DynamicBatcher(Generic[T, R]):
         self._in_flight = batch  # left set if cancelled, so _fail_leftovers answers them
         await self._process_halving(batch)
         self._in_flight = []
-        self._requeue(batch)
+        self._queue.requeue(batch)
 
     async def _process_halving(self, batch: list[Entry[T, R]]) -> None:
         """``process`` the batch; if it raises, retry it in halves (see the module docstring)."""
@@ -361,19 +360,17 @@ class DynamicBatcher(Generic[T, R]):
         log.error("engine failed; failing %d queued requests: %s", self.queue_depth, error.message)
         self._failed = error
         self._closing = True
-        for e in [*self._in_flight, *self._queue]:
+        for e in [*self._in_flight, *self._queue.clear()]:
             if not e.future.done():
                 e.future.set_exception(error)
-        self._queue.clear()
         self._wakeup.set()
         if self._on_engine_failed is not None:
             self._on_engine_failed(error)
 
     def _fail_leftovers(self) -> None:
-        for e in [*self._in_flight, *self._queue]:
+        for e in [*self._in_flight, *self._queue.clear()]:
             if not e.future.done():
                 e.future.set_exception(Draining("the service stopped before this request ran"))
-        self._queue.clear()
 
     # -- shutdown -------------------------------------------------------------------
 

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .segmentation import MIN_SEGMENT_CHARS
+
 ENV_PREFIX = "TTS_"
 
 ENGINES = ("espeak", "chattts")
@@ -94,7 +96,7 @@ class Settings:
         "Longest segment of input the engine speaks in one generation: longer input is split at "
         "sentence ends, then clauses, then words (about 20-25 s of Mandarin, inside ChatTTS's "
         "comfortable 15-30 s).",
-        minimum=16,
+        minimum=MIN_SEGMENT_CHARS,
         maximum=4096,
     )
     max_body_bytes: int = _setting(
@@ -156,8 +158,8 @@ class Settings:
     top_k: int = _setting(20, "ChatTTS top_K.", minimum=1, maximum=626)
     max_new_tokens: int = _setting(
         2048,
-        "Upper bound on audio tokens per request (about 46.9 per second of speech); "
-        "the bound actually used follows the input's length.",
+        "Upper bound on audio tokens per segment (about 46.9 per second of speech); "
+        "each segment's own budget follows its text's length.",
         minimum=16,
         maximum=4096,
     )

@@ -94,6 +94,7 @@ class SpeechService:
             # Streamed jobs run through a different engine call: never in a batch with others.
             key=lambda job: (job.stream is not None, self.engine.batch_key(job.item)),
             eligible=lambda job: job.admitted,
+            cost=lambda job: self.engine.cost(job.item),
             observer=self.metrics,
             on_engine_failed=self._engine_failed,
         )

@@ -91,6 +91,10 @@ class StreamBuffer:
         """Whether the audio still has a reader (false once cut off or closed)."""
         return self._state is _State.OPEN
 
+    def reading(self, segment: int) -> bool:
+        """Whether the reader waits for ``segment`` now (later segments' audio can wait)."""
+        return segment == self._reading
+
     def put(self, chunk: np.ndarray, segment: int = 0) -> bool:
         """Buffer ``chunk`` of ``segment``; False when it was not taken (nobody reads, or it
         overflowed now)."""

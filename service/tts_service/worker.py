@@ -104,7 +104,9 @@ class InferenceWorker:
         errors: list[TTSError | None] = [None] * len(jobs)
         emitted = False
         chunk_steps = self.engine.synthesize_stream(
-            [job.item for job in jobs], wanted=lambda i: streams[i].wanted
+            [job.item for job in jobs],
+            wanted=lambda i: streams[i].wanted,
+            eager=lambda i: streams[i].reading(segments[i]),
         )
         try:
             for chunks in chunk_steps:

@@ -91,6 +91,12 @@ class Engine(abc.ABC):
         """Items with equal keys can share one ``synthesize`` call."""
         return (item.voice, item.speed)
 
+    def cost(self, item: SynthesisItem) -> float:
+        """How long ``item`` holds the engine call it is in, in any unit (the batcher keeps
+        much costlier items out of a batch: see :data:`~tts_service.batcher.MAX_STRETCH`).
+        Called on the event loop: cheap.  Default: its characters, more for slower speech."""
+        return 4 + len(item.text) / min(1.0, item.speed)
+
     @abc.abstractmethod
     def load(self) -> None:
         """Load models/libraries; called once on the worker thread before anything else."""
@@ -105,13 +111,18 @@ class Engine(abc.ABC):
         """One float32 mono 24 kHz array per item, in the order given."""
 
     def synthesize_stream(
-        self, items: Sequence[SynthesisItem], wanted: Callable[[int], bool] = _every_row
+        self,
+        items: Sequence[SynthesisItem],
+        wanted: Callable[[int], bool] = _every_row,
+        eager: Callable[[int], bool] = _every_row,
     ) -> Iterator[list[np.ndarray]]:
         """Audio as it is made: each step yields one (possibly empty) chunk per item, in order.
 
         Concatenating an item's chunks gives its whole audio.  ``wanted(i)`` turns false once
         nobody listens to item ``i`` any more (its client went away): an engine that can
-        should stop working on it and yield empty chunks for it.  The caller closes the
+        should stop working on it and yield empty chunks for it.  ``eager(i)`` is false while
+        nobody waits for item ``i``'s audio yet (a later segment of a stream): an engine for
+        which early chunks cost extra may hold its audio until the end.  The caller closes the
         iterator when no item is wanted.  The default makes it all at once; engines that can
         do better yield earlier.
         """

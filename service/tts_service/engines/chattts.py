@@ -149,6 +149,10 @@ class ChatTTSEngine(Engine):
         # Temperature, top_P and top_K are engine-wide settings; language is per text.
         return (item.voice.id, speed_prompt(item.speed))
 
+    def cost(self, item: SynthesisItem) -> float:
+        # The row's token budget (on the raw text: normalization changes it a little).
+        return token_budget(item.text, item.speed, self._settings.max_new_tokens)
+
     # -- worker thread ---------------------------------------------------------------------
 
     def load(self) -> None:
@@ -294,23 +298,34 @@ class ChatTTSEngine(Engine):
         )
         return chat, texts, params, budgets
 
-    def _decode(self, chat, result, budgets: list[int]) -> tuple[np.ndarray, list[int]]:
-        """Decode a generation result, each row cut at its own budget: the padded batch and
-        each row's own token count."""
-        lengths = [min(int(h.size(0)), b) for h, b in zip(result.hiddens, budgets, strict=True)]
-        wavs = chat._decode_to_wavs([h[:n] for h, n in zip(result.hiddens, lengths, strict=True)], True)
-        result.destroy()
-        return wavs, lengths
+    def _decode(
+        self, chat, result, budgets: list[int], rows: Sequence[int] | None = None
+    ) -> list[np.ndarray]:
+        """Decode rows of a generation result (all by default), each cut at its own budget:
+        one float32 array per decoded row, exactly its own samples."""
+        rows = range(len(budgets)) if rows is None else rows
+        lengths = [min(int(result.hiddens[i].size(0)), budgets[i]) for i in rows]
+        if not lengths:
+            return []
+        hiddens = [result.hiddens[i][:n] for i, n in zip(rows, lengths, strict=True)]
+        wavs = chat._decode_to_wavs(hiddens, True)
+        width, longest = wavs.shape[1], max(lengths)
+        # A batch decodes padded to its longest row; padding decodes to sound (2noise/ChatTTS#813).
+        return [
+            np.ascontiguousarray(
+                wavs[j, : max(0, width - SAMPLES_PER_TOKEN * (longest - n))], dtype=np.float32
+            )
+            for j, n in enumerate(lengths)
+        ]
+
+    @staticmethod
+    def _tokens(result, budgets: list[int]) -> list[int]:
+        return [min(int(h.size(0)), b) for h, b in zip(result.hiddens, budgets, strict=True)]
 
     @staticmethod
     def _cut(result, budgets: list[int]) -> list[int]:
         """Rows that generated up to their budget without ending (cut while speaking)."""
         return [i for i, (h, b) in enumerate(zip(result.hiddens, budgets, strict=True)) if h.size(0) >= b]
-
-    @staticmethod
-    def _row_samples(width: int, lengths: list[int], i: int) -> int:
-        """Samples that belong to row ``i`` of a batch decoded ``width`` samples wide."""
-        return max(0, width - SAMPLES_PER_TOKEN * (max(lengths) - lengths[i]))
 
     def _generate(self, items: Sequence[SynthesisItem], max_new_token: int | None = None) -> list[np.ndarray]:
         import torch
@@ -319,24 +334,28 @@ class ChatTTSEngine(Engine):
         chat, texts, params, budgets = self._prepare(items, max_new_token)
         with torch.inference_mode():
             result = next(chat._infer_code(texts, False, chat.device, True, params))
-            cut = self._cut(result, budgets)
-            wavs, lengths = self._decode(chat, result, budgets)
-        rows = [
-            np.ascontiguousarray(wavs[i, : self._row_samples(wavs.shape[1], lengths, i)], dtype=np.float32)
-            for i in range(len(lengths))
-        ]
+            cut, lengths = self._cut(result, budgets), self._tokens(result, budgets)
+            rows = self._decode(chat, result, budgets)
+            result.destroy()
         self._record(lengths, budgets, cut, sum(r.size for r in rows), started)
         return rows
 
     def synthesize_stream(
-        self, items: Sequence[SynthesisItem], wanted: Callable[[int], bool] = lambda i: True
+        self,
+        items: Sequence[SynthesisItem],
+        wanted: Callable[[int], bool] = lambda i: True,
+        eager: Callable[[int], bool] = lambda i: True,
     ) -> Iterator[list[np.ndarray]]:
         """Chunks as ChatTTS generates (every ``stream_batch`` = 24 tokens, ~0.5 s of audio).
 
-        Each step decodes every row's tokens so far and sends what is new, holding back the
-        last :data:`STREAM_HOLDBACK_TOKENS` tokens' worth of samples, which the next tokens
-        still change (decoder and vocoder context); the final step sends the rest.  An
-        item's chunks add up to exactly what :meth:`synthesize` would return for it.
+        Each step decodes the tokens so far of every row that is ``eager`` (its reader waits
+        for it now) and sends what is new, holding back the last
+        :data:`STREAM_HOLDBACK_TOKENS` tokens' worth of samples, which the next tokens still
+        change (decoder and vocoder context); the final step sends the rest.  A row that is
+        not eager (a later segment of a stream whose reader is still on an earlier one) is
+        decoded once, at the end: decoding every row every 24 tokens costs the square of its
+        length.  An item's chunks add up to exactly as many samples as :meth:`synthesize`
+        would return for it.
 
         ``wanted`` is not consulted per row: ChatTTS 0.2.5 generates every row of a batch to
         the end, so a row nobody listens to keeps its slot until its batch-mates finish.  The
@@ -344,39 +363,40 @@ class ChatTTSEngine(Engine):
         the next step.
         """
         with self._releasing_memory_on_oom():
-            yield from self._stream(items)
+            yield from self._stream(items, eager)
 
-    def _stream(self, items: Sequence[SynthesisItem]) -> Iterator[list[np.ndarray]]:
+    def _stream(
+        self, items: Sequence[SynthesisItem], eager: Callable[[int], bool]
+    ) -> Iterator[list[np.ndarray]]:
         import torch
 
         started = time.perf_counter()
         chat, texts, params, budgets = self._prepare(items, None)
-        sent = [0] * len(items)
-        wavs, lengths, cut = np.zeros((len(items), 0), dtype=np.float32), [0] * len(items), []
+        n = len(items)
+        empty = np.zeros(0, dtype=np.float32)
+        sent = [0] * n
+        latest: dict[int, np.ndarray] = {}  # rows decoded at the last step: their audio so far
+        last = None  # the latest generation result (rows not decoded yet are decoded from it)
         with torch.inference_mode():
             for result in chat._infer_code(texts, True, chat.device, True, params):
-                cut = self._cut(result, budgets)
-                wavs, lengths = self._decode(chat, result, budgets)
-                ready = [
-                    max(
-                        sent[i],
-                        self._row_samples(wavs.shape[1], lengths, i)
-                        - STREAM_HOLDBACK_TOKENS * SAMPLES_PER_TOKEN,
-                    )
-                    for i in range(len(items))
-                ]
-                yield [
-                    np.ascontiguousarray(wavs[i, sent[i] : ready[i]], dtype=np.float32)
-                    for i in range(len(items))
-                ]
-                sent = ready
-        ends = [self._row_samples(wavs.shape[1], lengths, i) for i in range(len(items))]
-        rows = [
-            np.ascontiguousarray(wavs[i, sent[i] : max(sent[i], ends[i])], dtype=np.float32)
-            for i in range(len(items))
-        ]
+                if last is not None:
+                    last.destroy()
+                last = result
+                rows = [i for i in range(n) if eager(i)]
+                latest = dict(zip(rows, self._decode(chat, result, budgets, rows), strict=True))
+                chunks = [empty] * n
+                for i, audio in latest.items():
+                    ready = max(sent[i], audio.size - STREAM_HOLDBACK_TOKENS * SAMPLES_PER_TOKEN)
+                    chunks[i], sent[i] = audio[sent[i] : ready], ready
+                yield chunks
+            assert last is not None, "ChatTTS yields at least its final result"
+            cut, lengths = self._cut(last, budgets), self._tokens(last, budgets)
+            rest = [i for i in range(n) if i not in latest]
+            latest.update(zip(rest, self._decode(chat, last, budgets, rest), strict=True))
+            last.destroy()
+        ends = [latest[i].size for i in range(n)]
         self._record(lengths, budgets, cut, sum(ends), started)
-        yield rows
+        yield [latest[i][sent[i] :] for i in range(n)]
 
     def _record(
         self, lengths: list[int], budgets: list[int], cut: list[int], samples: int, started: float

@@ -96,10 +96,14 @@ class EspeakEngine(Engine):
         return [self._synthesize_one(item) for item in items]
 
     def synthesize_stream(
-        self, items: Sequence[SynthesisItem], wanted: Callable[[int], bool] = lambda i: True
+        self,
+        items: Sequence[SynthesisItem],
+        wanted: Callable[[int], bool] = lambda i: True,
+        eager: Callable[[int], bool] = lambda i: True,
     ) -> Iterator[list[np.ndarray]]:
         """Sentence by sentence: step k carries each item's k-th sentence (empty when done,
-        and for an item nobody listens to any more: its remaining sentences are skipped)."""
+        and for an item nobody listens to any more: its remaining sentences are skipped).
+        ``eager`` makes no difference: a sentence costs the same whenever it is sent."""
         sentences = [split_sentences(item.text) or [item.text] for item in items]
         for step in range(max(len(s) for s in sentences)):
             yield [
