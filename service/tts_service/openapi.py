@@ -28,7 +28,7 @@ def _error_responses(*statuses: int) -> dict[str, Any]:
         415: "Content-Type is not application/json",
         500: "The engine failed on this request (only this one)",
         503: "Queue full, not ready, or draining; retry after Retry-After seconds",
-        504: "The request's deadline passed before its audio was ready",
+        504: "The request's deadline (TTS_REQUEST_TIMEOUT_S per segment of its text) passed before its audio was ready",
     }
     return {
         str(s): {"description": reasons[s], "content": {"application/json": {"schema": ERROR}}}
@@ -56,7 +56,9 @@ def _speech_body(
             "pattern": VISIBLE,
             "description": "The text to speak (zh and en are normalized: numbers, dates, units). It must "
             "contain something to speak: text of only white space, control or format characters is a 400 "
-            "(the pattern is a conservative approximation of that rule).",
+            "(the pattern is a conservative approximation of that rule). Long text is spoken whole, in "
+            f"segments of up to {settings.segment_chars} characters cut at sentence ends; longer than "
+            f"{settings.max_input_chars} characters is a 400 input_too_long.",
         },
         "voice": {
             "anyOf": [

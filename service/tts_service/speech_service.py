@@ -148,7 +148,6 @@ class SpeechService:
         """The request's voice, its text's segments, and its deadline in seconds."""
         voice = self.engine.resolve_voice(request.voice, request.text)
         segments = split_segments(clean_text(request.text), self.settings.segment_chars)
-        self.metrics.request_segments.observe(len(segments))
         return voice, segments, self.settings.request_timeout_s * len(segments)
 
     async def synthesize(self, request: SpeechRequest) -> SpeechResult:
@@ -156,7 +155,9 @@ class SpeechService:
         self._check_accepting()
         voice, segments, timeout = self._segments(request)
         jobs = [Job(SynthesisItem(s.text, voice, request.speed), segment=i) for i, s in enumerate(segments)]
-        audios = await self.batcher.results(self.batcher.submit_all(jobs, timeout))
+        entries = self.batcher.submit_all(jobs, timeout)
+        self.metrics.request_segments.observe(len(segments))
+        audios = await self.batcher.results(entries)
         rate = self.engine.sample_rate
         audio = join_segments(audios, [s.boundary for s in segments], rate)
         body = await asyncio.get_running_loop().run_in_executor(
@@ -184,6 +185,7 @@ class SpeechService:
             for i, s in enumerate(segments)
         ]
         entries = self.batcher.submit_all(jobs, timeout)  # a full queue is reported here, before any response
+        self.metrics.request_segments.observe(len(segments))
         for i, entry in enumerate(entries):
             entry.future.add_done_callback(lambda future, i=i: _segment_done(buffer, i, future))
         result = loop.create_task(self.batcher.results(entries))

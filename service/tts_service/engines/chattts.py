@@ -39,18 +39,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..settings import Settings
 from ..text_normalization import TextNormalizer, detect_language
-from . import chattts_model, chattts_voices
+from . import chattts_device, chattts_model, chattts_voices
 from .base import Engine, ResolvedVoice, SynthesisItem, VoiceInfo
 from .failures import Failure
 
@@ -75,18 +73,6 @@ def speed_prompt(speed: float) -> str:
 def token_budget(text: str, speed: float, cap: int) -> int:
     """Audio tokens one row may generate: its own text's length, slower speech more."""
     return min(cap, MIN_TOKEN_BUDGET + math.ceil(TOKENS_PER_CHAR * len(text) / min(1.0, speed)))
-
-
-def container_cpus() -> int:
-    """CPUs this process may use: the cgroup's CPU limit if any, else its affinity mask."""
-    cpus = len(os.sched_getaffinity(0))
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, math.floor(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cpus
 
 
 @dataclass
@@ -163,8 +149,8 @@ class ChatTTSEngine(Engine):
         s = self._settings
         asset = chattts_model.asset_dir(s.model_dir)
         geometry = chattts_model.load_geometry(s.chattts_config)
-        torch.set_num_threads(s.torch_threads or container_cpus())
-        self.device = self._device(torch)
+        torch.set_num_threads(s.torch_threads or chattts_device.container_cpus())
+        self.device = chattts_device.select_device(torch, s.device)
         # ChatTTS logs per token at DEBUG, and one of those calls ("%d" with a tensor of several
         # rows) raises during a streamed batch; its logger never goes below INFO, even at TTS_LOG_LEVEL=DEBUG.
         chattts_log = logging.getLogger("ChatTTS")
@@ -183,7 +169,7 @@ class ChatTTSEngine(Engine):
         if s.half_precision:
             # ChatTTS casts the GPT's inputs to the Llama's dtype and its outputs back to float32.
             chat.gpt.gpt = chat.gpt.gpt.to(dtype=torch.float16)
-        self._reserve_cuda_pool(torch)
+        chattts_device.reserve_cuda_pool(torch, self.device, s.cuda_memory_pool_mb)
         self._normalizer = TextNormalizer()
         for language in ("zh", "en"):
             chat.normalizer.unregister(language)
@@ -199,29 +185,6 @@ class ChatTTSEngine(Engine):
         log.info(
             "ChatTTS loaded from %s on %s (%d torch threads)", asset, self.device, torch.get_num_threads()
         )
-
-    def _device(self, torch):
-        wanted = self._settings.device
-        if wanted == "cuda" and not torch.cuda.is_available():
-            raise chattts_model.ModelError("TTS_DEVICE=cuda but no CUDA device is available")
-        if wanted == "auto":
-            wanted = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.device(wanted)
-
-    def _reserve_cuda_pool(self, torch) -> None:
-        """Grow the CUDA caching allocator once to TTS_CUDA_MEMORY_POOL_MB (GPU only).
-
-        Allocating and freeing one large block leaves it reserved in torch's caching
-        allocator, so later batches reuse it instead of growing (and fragmenting) memory
-        call by call.  It does not bound memory: a batch that needs more still allocates
-        more.  Not verified on real GPU hardware (none on the development machines).
-        """
-        megabytes = self._settings.cuda_memory_pool_mb
-        if not megabytes or self.device.type != "cuda":
-            return
-        block = torch.empty(megabytes * 1024 * 1024, dtype=torch.uint8, device=self.device)
-        del block
-        log.info("reserved %d MB in the CUDA caching allocator", megabytes)
 
     def _normalize_for(self, language: str):
         def normalize(text: str) -> str:
