@@ -60,7 +60,7 @@ def autoscaled_spec(mode: str, **extra) -> dict:
             "minReplicas": 1,
             "maxReplicas": 3,
             "signal": "queueWait",
-            "queueWaitTargetSeconds": 0.2,
+            "queueWaitTargetSeconds": 0.02,  # espeak: a sentence takes ~5 ms, a turn behind 7 others ~35 ms
             "for": "2s",
             "scaleDownStabilizationSeconds": 3,
             "mode": mode,
@@ -195,7 +195,8 @@ def drive(cluster, ns, service, prom, spec) -> dict[str, float]:
     wait_for(lambda: cluster.plane.get("deployment", NAME, "-n", ns), what="the Deployment")
     wait_for(lambda: query(prom, f'{DEMAND_RECORD}{{namespace="{ns}"}}'), what="the idle pod scraped")
     assert replicas(cluster, ns) == 1
-    load = Load(service.url)
+    # Eight clients: with fair turns each request waits ~7 segments (~35 ms) per turn, over the target.
+    load = Load(service.url, clients=8)
     try:
         wait_for(lambda: replicas(cluster, ns) >= 2, timeout=90, what="the first scale-out under load")
         changed_at = time.time()

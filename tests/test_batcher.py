@@ -412,17 +412,34 @@ async def test_cancelling_a_request_drops_its_unstarted_items_and_frees_its_plac
     await batcher.close()
 
 
-async def test_queue_wait_is_observed_once_per_request_at_its_first_batch():
-    seen: list[tuple[int, int]] = []
+async def test_queue_wait_is_observed_each_turn_a_request_waits_with_nothing_running():
+    """Each time a request waits for the engine with none of its items running: from arrival
+    for its first batch, from the end of its previous batch for the next ones -- so a long
+    text behind another one reports the other's batches, and alone it reports ~0."""
+    waits: list[float] = []
+    spans: list[tuple[float, float]] = []
 
     class Observer:
         def batch_formed(self, size, queue_waits_s):
-            seen.append((size, len(queue_waits_s)))
+            assert len(queue_waits_s) == 1  # one request waited for each of these batches
+            waits.extend(queue_waits_s)
 
-    consumer = FakeConsumer()
+    async def consumer(items):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.sleep(0)
+        spans.append((started, loop.time()))
+        return [item.value for item in items]
+
     batcher = make(consumer, max_batch_size=2, max_wait_s=0, observer=Observer())
-    await asyncio.wait_for(batcher.results(batcher.submit_all([Item(i) for i in range(5)])), 5)
-    assert seen == [(2, 1), (2, 0), (1, 0)]
+    # Two long texts that cannot share a batch (different keys) take turns.
+    a = batcher.submit_all([Item(i, key="a") for i in range(4)])
+    b = batcher.submit_all([Item(10 + i, key="b") for i in range(4)])
+    await asyncio.wait_for(asyncio.gather(batcher.results(a), batcher.results(b)), 5)
+    assert len(spans) == len(waits) == 4  # batches: a, b, a, b
+    # a's second wait spans b's first batch, and b's second wait a's second batch.
+    assert waits[2] >= spans[1][1] - spans[1][0]
+    assert waits[3] >= spans[2][1] - spans[2][0]
     await batcher.close()
 
 

@@ -12,7 +12,7 @@ largest of three terms, each labelled by the TTSService's ``namespace`` only:
 * **refused demand** -- while requests are refused because the queue is full,
   ``(served + refused) / served``: demand that was not served is load too, in proportion.
 * **the chosen target, breached** -- ``queueWait`` (the default): p99 of ``tts_queue_wait_seconds``,
-  time a request waits for the engine, above ``queueWaitTargetSeconds``.  It measures capacity: a
+  time a request waits for its turn at the engine, above ``queueWaitTargetSeconds``.  It measures capacity: a
   longer text takes longer to synthesize but waits no longer for its turn, so a shift to longer
   inputs does not read as load.  ``latency``: p99 of ``tts_synthesis_duration_seconds`` --
   successful whole-file synthesis only, so fast 400s and 503s cannot dilute it and streams cannot

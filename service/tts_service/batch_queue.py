@@ -25,6 +25,11 @@ class Request:
     deadline: float
     started: bool = False  # some item was taken into a batch
     entries: list[Entry] = field(default_factory=list)
+    running: int = 0  # its items in the batch being processed
+    waiting_since: float | None = None  # since when it waits with none of its items running
+
+    def __post_init__(self) -> None:
+        self.waiting_since = self.enqueued_at
 
 
 @dataclass(eq=False)

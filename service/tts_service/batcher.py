@@ -68,8 +68,10 @@ class BatchObserver(Protocol):
     """Told about every batch the batcher forms (the metrics implement this)."""
 
     def batch_formed(self, size: int, queue_waits_s: Sequence[float]) -> None:
-        """``queue_waits_s``: for each request whose FIRST item is in this batch, how long it
-        waited (a long request's later items wait behind others by design: not counted)."""
+        """``queue_waits_s``: for each request in this batch that was waiting with none of its
+        items running, how long it waited -- from arrival for its first batch, and for a long
+        request's later batches from the end of its previous one.  Length-independent: a
+        long text alone waits ~0 between its batches; behind others, each turn counts."""
 
 
 class DynamicBatcher(Generic[T, R]):
@@ -297,18 +299,30 @@ class DynamicBatcher(Generic[T, R]):
         return batch
 
     async def _execute(self, batch: list[Entry[T, R]]) -> None:
-        now = asyncio.get_running_loop().time()
-        first_waits: list[float] = []
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        requests = {id(e.request): e.request for e in batch}.values()
+        waits: list[float] = []  # one per request that waited with nothing of it running
         for e in batch:
             e.started = True
-            if not e.request.started:
-                e.request.started = True
-                first_waits.append(now - e.enqueued_at)
+            e.request.started = True
+        for request in requests:
+            if request.running == 0 and request.waiting_since is not None:
+                waits.append(now - request.waiting_since)
+                request.waiting_since = None
+        for e in batch:
+            e.request.running += 1
         if self._observer is not None:
-            self._observer.batch_formed(len(batch), first_waits)
+            self._observer.batch_formed(len(batch), waits)
         self._in_flight = batch  # left set if cancelled, so _fail_leftovers answers them
         await self._process_halving(batch)
         self._in_flight = []
+        done = loop.time()
+        for e in batch:
+            e.request.running -= 1
+        for request in requests:
+            if request.running == 0 and any(not x.started and not x.future.done() for x in request.entries):
+                request.waiting_since = done  # its next items wait for the engine from now
         self._queue.requeue(batch)
 
     async def _process_halving(self, batch: list[Entry[T, R]]) -> None:

@@ -97,7 +97,8 @@ class Metrics:
         )
         self.queue_wait = Histogram(
             QUEUE_WAIT,
-            "Time a request waited in the batcher's queue before its first segment's batch started.",
+            "Each wait of a request for the engine with none of its segments running (from arrival, "
+            "and for a long text from the end of one of its batches to the next).",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
