@@ -33,7 +33,6 @@ import asyncio
 import json
 import random
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -43,6 +42,7 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import checkpoints  # noqa: E402
 import environment  # noqa: E402
 from http_load import ZH, Server, percentile, scrape_metrics  # noqa: E402
 
@@ -186,10 +186,7 @@ async def mix_run(
 
 def chattts_env(checkpoint: Path, segment_chars: int) -> dict[str, str]:
     return {
-        "TTS_ENGINE": "chattts",
-        "TTS_MODEL_DIR": str(checkpoint / "asset"),
-        "TTS_CHATTTS_CONFIG": str(checkpoint / "chattts-config.json"),
-        "TTS_MODEL_VERIFY": "false",
+        **checkpoints.chattts_env(checkpoint),
         "TTS_MIN_NEW_TOKENS": "2048",  # every row runs to its own budget
         "TTS_SEGMENT_CHARS": str(segment_chars),
         "TTS_REQUEST_TIMEOUT_S": "1800",
@@ -304,14 +301,6 @@ def report(data: dict, args) -> str:
     return "\n".join(lines)
 
 
-def ensure_checkpoint(full_size: bool, cache: Path) -> Path:
-    out = cache / ("chattts-full" if full_size else "chattts-tiny")
-    if not (out / "chattts-config.json").exists():
-        args = [sys.executable, str(ROOT / "tests" / "chattts_checkpoint.py"), str(out)]
-        subprocess.run([*args, "--full-size"] if full_size else args, check=True, stdout=subprocess.DEVNULL)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -332,7 +321,7 @@ def main() -> None:
     cache = ROOT / ".cache" / "bench"
     cache.mkdir(parents=True, exist_ok=True)
     if args.checkpoint is None:
-        args.checkpoint = str(ensure_checkpoint(args.full_size, cache))
+        args.checkpoint = str(checkpoints.ensure_checkpoint(args.full_size, cache))
     data = asyncio.run(run(args))
     text = report(data, args)
     print(text)

@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT / "tests"))  # the random-weights checkpoint builder
 
+import checkpoints  # noqa: E402
 import environment  # noqa: E402
 import overload  # noqa: E402
 import plots  # noqa: E402
@@ -138,23 +139,11 @@ def progress(message: str) -> None:
 
 def chattts_env(checkpoint: Path, tokens: int) -> dict[str, str]:
     return {
-        "TTS_ENGINE": "chattts",
-        "TTS_MODEL_DIR": str(checkpoint / "asset"),
-        "TTS_CHATTTS_CONFIG": str(checkpoint / "chattts-config.json"),
-        "TTS_MODEL_VERIFY": "false",  # random weights: their own hashes, not the official ones
+        **checkpoints.chattts_env(checkpoint),
         "TTS_MAX_NEW_TOKENS": str(tokens),
         "TTS_MIN_NEW_TOKENS": str(tokens),  # the same work for every request
         "TTS_REQUEST_TIMEOUT_S": "1800",  # unbatched ChatTTS at 32 clients queues for minutes
     }
-
-
-def ensure_checkpoint(quick: bool, cache: Path) -> Path:
-    """The random-weights checkpoint: tiny (quick) or of the official geometry, built once."""
-    out = cache / ("chattts-tiny" if quick else "chattts-full")
-    if not (out / "chattts-config.json").exists():
-        args = [sys.executable, str(ROOT / "tests" / "chattts_checkpoint.py"), str(out)]
-        subprocess.run([*args] if quick else [*args, "--full-size"], check=True, stdout=subprocess.DEVNULL)
-    return out
 
 
 async def sweep(engine: str, label: str, env: dict[str, str], plan: Plan) -> list[Point]:
@@ -291,7 +280,7 @@ async def beside_the_server(
 
 
 async def run(plan: Plan, cache: Path) -> dict:
-    checkpoint = ensure_checkpoint(plan.quick, cache)
+    checkpoint = checkpoints.ensure_checkpoint(full_size=not plan.quick, cache=cache)
     espeak_env = {"TTS_ENGINE": "espeak"}
     chat_env = chattts_env(checkpoint, plan.chattts_tokens)
     off = {"TTS_MAX_BATCH_SIZE": "1"}

@@ -71,9 +71,20 @@ def test_each_row_gets_its_own_budget_and_a_short_row_is_trimmed_to_it(checkpoin
     assert engine.truncated_rows() == [0, 1]
 
 
-def fields_of(settings) -> dict:
-    """The settings as make_service_client's keywords (the engine instance is passed apart)."""
-    return {k: getattr(settings, k) for k in settings.__dataclass_fields__ if k != "engine"}
+async def recording_service(checkpoint, make_service_client, **overrides):
+    """The service on a RecordingEngine, every row exactly ROW_TOKENS long, batches of 4."""
+    settings = settings_for(
+        checkpoint,
+        max_new_tokens=ROW_TOKENS,
+        min_new_tokens=ROW_TOKENS,
+        max_batch_size=4,
+        warmup=False,
+        **overrides,
+    )
+    engine = RecordingEngine(settings, sha256_map=checkpoint["sha256"])
+    # make_service_client takes the settings as keywords; the engine instance is passed apart.
+    fields = {k: getattr(settings, k) for k in settings.__dataclass_fields__ if k != "engine"}
+    return engine, await make_service_client(engine, **fields)
 
 
 def whole_length(segments) -> int:
@@ -84,11 +95,9 @@ def whole_length(segments) -> int:
 
 
 async def test_a_thousand_chinese_characters_are_spoken_whole_in_segments(checkpoint, make_service_client):
-    settings = settings_for(
-        checkpoint, max_new_tokens=ROW_TOKENS, min_new_tokens=ROW_TOKENS, max_batch_size=4, segment_chars=100
-    ).replace(warmup=False, max_wait_ms=50)
-    engine = RecordingEngine(settings, sha256_map=checkpoint["sha256"])
-    client = await make_service_client(engine, **fields_of(settings))
+    engine, client = await recording_service(
+        checkpoint, make_service_client, segment_chars=100, max_wait_ms=50
+    )
     text = thousand_characters()
     segments = split_segments(text, 100)
     assert len(segments) >= 10 and all(len(s.text) <= 100 for s in segments)
@@ -117,11 +126,9 @@ async def test_a_thousand_chinese_characters_are_spoken_whole_in_segments(checkp
 
 
 async def test_two_voices_never_share_a_call_and_each_request_keeps_its_own(checkpoint, make_service_client):
-    settings = settings_for(
-        checkpoint, max_new_tokens=ROW_TOKENS, min_new_tokens=ROW_TOKENS, max_batch_size=4, segment_chars=40
-    ).replace(warmup=False, max_wait_ms=200)
-    engine = RecordingEngine(settings, sha256_map=checkpoint["sha256"])
-    client = await make_service_client(engine, **fields_of(settings))
+    engine, client = await recording_service(
+        checkpoint, make_service_client, segment_chars=40, max_wait_ms=200
+    )
     texts = {"alloy": "".join(SENTENCES[:2]), "echo": "".join(SENTENCES[2:])}  # no segment in common
     responses = await asyncio.gather(
         *(

@@ -13,24 +13,13 @@ import numpy as np
 import pytest
 from audio_checks import SentenceRecognizer
 from test_api import metric, scrape
+from test_intelligibility import SENTENCES  # the ten sentences pocketsphinx knows
 from test_streaming import read_http_chunks
 from tts_service.segment_join import FADE_S, PAUSE_S, SegmentJoiner, join_segments
 from tts_service.segmentation import Boundary, split_segments
 
 SPEECH = "/v1/audio/speech"
 RATE = 24_000
-SENTENCES = [
-    "the quick brown fox jumps over the lazy dog",
-    "please call me back tomorrow morning",
-    "the weather is nice today",
-    "i would like a cup of coffee",
-    "where is the nearest train station",
-    "turn left at the next corner",
-    "my favorite color is blue",
-    "we need more time to finish the project",
-    "open the window please",
-    "the meeting starts at ten",
-]
 PARAGRAPH = " ".join(s.capitalize() + "." for s in SENTENCES)  # 351 characters
 
 

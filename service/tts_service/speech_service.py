@@ -28,6 +28,7 @@ import numpy as np
 from . import __version__
 from .audio import StreamEncoder, encode
 from .auth import Authenticator, load_api_keys
+from .batch_queue import Entry
 from .batcher import DynamicBatcher
 from .engines import Engine, ResolvedVoice, SynthesisItem, create_engine
 from .errors import Draining, EngineFailed, NotReady
@@ -150,13 +151,29 @@ class SpeechService:
         segments = split_segments(clean_text(request.text), self.settings.segment_chars)
         return voice, segments, self.settings.request_timeout_s * len(segments)
 
+    def _submit(
+        self,
+        request: SpeechRequest,
+        voice: ResolvedVoice,
+        segments: list[Segment],
+        timeout: float,
+        stream: StreamBuffer | None = None,
+    ) -> list[Entry[Job, np.ndarray | int]]:
+        """Queue one job per segment, all with the request's voice and speed (raises QueueFull
+        and the like at once, before any response)."""
+        jobs = [
+            Job(SynthesisItem(s.text, voice, request.speed), stream=stream, segment=i)
+            for i, s in enumerate(segments)
+        ]
+        entries = self.batcher.submit_all(jobs, timeout)
+        self.metrics.request_segments.observe(len(segments))
+        return entries
+
     async def synthesize(self, request: SpeechRequest) -> SpeechResult:
         """Queue ``request``'s segments for the engine, join and encode their audio."""
         self._check_accepting()
         voice, segments, timeout = self._segments(request)
-        jobs = [Job(SynthesisItem(s.text, voice, request.speed), segment=i) for i, s in enumerate(segments)]
-        entries = self.batcher.submit_all(jobs, timeout)
-        self.metrics.request_segments.observe(len(segments))
+        entries = self._submit(request, voice, segments, timeout)
         audios = await self.batcher.results(entries)
         rate = self.engine.sample_rate
         audio = join_segments(audios, [s.boundary for s in segments], rate)
@@ -180,12 +197,7 @@ class SpeechService:
             segments=len(segments),
             on_read=self.batcher.poke,
         )
-        jobs = [
-            Job(SynthesisItem(s.text, voice, request.speed), stream=buffer, segment=i)
-            for i, s in enumerate(segments)
-        ]
-        entries = self.batcher.submit_all(jobs, timeout)  # a full queue is reported here, before any response
-        self.metrics.request_segments.observe(len(segments))
+        entries = self._submit(request, voice, segments, timeout, stream=buffer)
         for i, entry in enumerate(entries):
             entry.future.add_done_callback(lambda future, i=i: _segment_done(buffer, i, future))
         result = loop.create_task(self.batcher.results(entries))
