@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from tts_service.engines import RequestRules
 from tts_service.openapi import build_openapi
 from tts_service.settings import Settings
+
+ESPEAK_RULES = RequestRules("espeak")
 
 SYNTHESIS_ROUTES = {"/v1/audio/speech": "input", "/tts": "text"}  # route -> its text field
 
@@ -23,9 +26,9 @@ class Edge:
     valid: bool
 
 
-def numeric_fields(route: str) -> dict[str, dict]:
-    """The numeric properties of ``route``'s request body: name -> schema."""
-    spec = build_openapi(Settings(), voices=[])
+def numeric_fields(route: str, rules: RequestRules = ESPEAK_RULES) -> dict[str, dict]:
+    """The numeric properties of ``route``'s request body for an engine taking ``rules``: name -> schema."""
+    spec = build_openapi(Settings(), [], rules)
     body = spec["paths"][route]["post"]["requestBody"]["content"]["application/json"]["schema"]
     return {
         name: schema
@@ -72,11 +75,11 @@ def raw_body(route: str, field: str, edge: Edge) -> bytes:
     return f'{{"{SYNTHESIS_ROUTES[route]}": "Hello.", "{field}": {edge.token}}}'.encode()
 
 
-def cases() -> list[tuple[str, str, Edge]]:
+def cases(rules: RequestRules = ESPEAK_RULES) -> list[tuple[str, str, Edge]]:
     """(route, field, edge) for every numeric field of every synthesis route."""
     return [
         (route, field, edge)
         for route in SYNTHESIS_ROUTES
-        for field, schema in numeric_fields(route).items()
+        for field, schema in numeric_fields(route, rules).items()
         for edge in edges(schema)
     ]

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +32,16 @@ class ServiceProcess:
             text=True,
         )
         self.url = f"http://127.0.0.1:{self.port}"
+        # The log is read as it is written: a pipe nobody reads fills up (64 KiB), and the
+        # service then blocks in its next log call -- a hang that looks like the service's own.
+        self._lines: list[str] = []
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
+
+    def _read_log(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line)
 
     def get(self, path: str) -> int:
         try:
@@ -53,8 +64,10 @@ class ServiceProcess:
         raise TimeoutError("service did not become ready")
 
     def output(self) -> str:
-        out, _ = self.proc.communicate(timeout=30)
-        return out
+        """Everything the process logged, once it has exited (waits up to 30 s for that)."""
+        self.proc.wait(timeout=30)
+        self._reader.join(timeout=30)
+        return "".join(self._lines)
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:

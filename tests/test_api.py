@@ -131,6 +131,9 @@ async def test_voices_lists_voices_and_aliases(client):
     assert {"en-us", "cmn", "en-gb", "cmn+f2"} <= ids
     assert {"alloy", "echo", "fable", "onyx", "nova", "shimmer"} <= set(body["aliases"])
     assert body["engine"] == "espeak"
+    forms = {f["form"]: f for f in body["forms"]}
+    assert set(forms) == {"id", "alias", "default", "variant"}  # no seed-N or embeddings with espeak
+    assert "f2" in forms["variant"]["description"]
 
 
 async def test_models(client):
@@ -219,10 +222,15 @@ async def test_wrong_content_type(client):
         ({"input": "hi", "speed": 0.1}, "speed", "0.25 to 4.0"),
         ({"input": "hi", "speed": "fast"}, "speed", "number"),
         ({"input": "hi", "speed": True}, "speed", "number"),
-        ({"input": "hi", "response_format": "opus"}, "response_format", "mp3, wav, flac, pcm"),
+        ({"input": "hi", "response_format": "ogg"}, "response_format", "mp3, wav, flac, pcm, opus, aac"),
         ({"input": "hi", "response_format": 3}, "response_format", "supported formats"),
         ({"input": "hi", "model": 5}, "model", "must be a string"),
-        ({"input": "hi", "stream_format": "sse"}, "stream_format", "only 'audio'"),
+        ({"input": "hi", "stream_format": "json"}, "stream_format", "allowed: 'audio', 'sse'"),
+        ({"input": "hi", "seed": 7}, "seed", "not supported by the espeak engine"),
+        ({"input": "hi", "temperature": None}, "temperature", "not supported by the espeak engine"),
+        ({"input": "hi", "top_k": 5}, "top_k", "not supported by the espeak engine"),
+        ({"input": "hi", "speaker_embedding": "x"}, "speaker_embedding", "not supported"),
+        ({"input": "hi", "instructions": "Speak cheerfully."}, "instructions", "takes no instructions"),
         ({"input": "hi", "sped": 2}, "sped", "allowed fields"),
     ],
 )

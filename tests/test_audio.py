@@ -19,7 +19,7 @@ def tone(seconds: float = 0.5) -> np.ndarray:
 
 
 def test_formats_have_content_types():
-    assert set(FORMATS) == {"mp3", "wav", "flac", "pcm"}
+    assert set(FORMATS) == {"mp3", "wav", "flac", "pcm", "opus", "aac"}
     assert CONTENT_TYPES["mp3"] == "audio/mpeg" and CONTENT_TYPES["wav"] == "audio/wav"
 
 

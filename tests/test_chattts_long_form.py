@@ -44,8 +44,8 @@ class RecordingEngine(ChatTTSEngine):
         super().__init__(settings, **kwargs)
         self.calls: list[tuple[list[str], str]] = []
 
-    def _prepare(self, items, max_new_token):
-        chat, texts, params, budgets = super()._prepare(items, max_new_token)
+    def _prepare(self, items, max_new_token, texts=None):
+        chat, texts, params, budgets = super()._prepare(items, max_new_token, texts)
         self.calls.append(([item.text for item in items], params.spk_emb))
         return chat, texts, params, budgets
 

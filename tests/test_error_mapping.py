@@ -17,6 +17,7 @@ SERVICE = Path(__file__).resolve().parent.parent / "service" / "tts_service"
 EXPECTED = [
     (errors.InvalidRequest, 400, None, None),
     (errors.UnknownVoice, 400, None, "voice"),
+    (errors.InvalidSpeakerEmbedding, 400, None, "speaker_embedding"),
     (errors.Unauthorized, 401, None, None),
     (errors.NotFound, 404, None, None),
     (errors.MethodNotAllowed, 405, None, None),

@@ -25,7 +25,7 @@ VOICES = [v.id for v in ENGINE.voices()] + list(ENGINE.aliases())
 
 
 def describe(**settings) -> dict:
-    return build_openapi(Settings(**settings), VOICES)
+    return build_openapi(Settings(**settings), VOICES, ENGINE.request_rules())
 
 
 def test_description_is_valid_openapi():
@@ -64,6 +64,14 @@ def operations():
 
 
 SYNTHESIS = {"POST /v1/audio/speech", "POST /tts"}
+# Hypothesis against a live server. No shrink phase: a failure is reported with schemathesis'
+# curl reproduction, and shrinking against a live server can take many minutes.
+AGAINST_A_SERVER = dict(
+    deadline=None,
+    database=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=list(HealthCheck),
+)
 
 
 def fuzz_plan() -> list:
@@ -82,15 +90,7 @@ def test_fuzz_every_operation(fuzz_target, operation, mode):
     forbids) must get a 4xx with the error JSON; neither may get a 5xx, hang or crash."""
     seen = {"cases": 0}
 
-    # No shrink phase: a failure is reported with schemathesis' curl reproduction, and
-    # shrinking against a live server can take many minutes.
-    @settings(
-        max_examples=FUZZ_EXAMPLES,
-        deadline=None,
-        database=None,
-        phases=[Phase.explicit, Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
+    @settings(max_examples=FUZZ_EXAMPLES, **AGAINST_A_SERVER)
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case):
         response = case.call(base_url=fuzz_target.url, timeout=30)
@@ -176,3 +176,87 @@ def _as_json_schema(schema):
             converted["enum"] = [*converted["enum"], None]
         return {"anyOf": [converted, {"type": "null"}]}
     return converted
+
+
+# -- the chattts engine's description: its own fields, fuzzed against a real ChatTTS service -------
+
+
+def chattts_engine(checkpoint=None, **settings):
+    from tts_service.engines.chattts import ChatTTSEngine
+
+    return ChatTTSEngine(Settings(engine="chattts", **settings))  # not loaded: names and rules only
+
+
+def describe_chattts(**settings) -> dict:
+    engine = chattts_engine(**settings)
+    voices = [v.id for v in engine.voices()] + list(engine.aliases())
+    return build_openapi(Settings(engine="chattts", **settings), voices, engine.request_rules())
+
+
+def test_each_engine_describes_the_fields_it_takes():
+    validate(describe_chattts())
+    validate(describe_chattts(refine_text=True))
+
+    def body(spec, route):
+        return spec["paths"][route]["post"]["requestBody"]["content"]["application/json"]["schema"]
+
+    chattts = body(describe_chattts(), "/v1/audio/speech")["properties"]
+    assert {"seed", "temperature", "top_p", "top_k", "speaker_embedding"} <= set(chattts)
+    assert chattts["top_k"]["type"] == "integer" and chattts["top_k"]["maximum"] == 626
+    assert chattts["instructions"]["maxLength"] == 0  # refinement off: nothing to honour
+    refined = body(describe_chattts(refine_text=True), "/tts")["properties"]
+    assert "[oral_N][laugh_N][break_N]" in refined["instructions"]["description"]
+    espeak = body(describe(), "/v1/audio/speech")["properties"]
+    assert not {"seed", "temperature", "top_p", "top_k", "speaker_embedding"} & set(espeak)
+    assert espeak["stream_format"]["enum"] == ["audio", "sse"]
+
+
+def test_the_unknown_token_pattern_agrees_with_the_parser():
+    import re
+
+    from tts_service.control_tokens import UNKNOWN_TOKEN_PATTERN, unknown_tokens
+
+    samples = ["[uv_break]", "[laugh_2]", "[laugh_3]", "[speed_5]", "[Note]", "[1]", "a[oral_9]b[lbreak]",
+               "[[laugh]]", "[break_7x]", "[uv_break][x]", "plain"]  # fmt: skip
+    for text in samples:
+        assert bool(re.search(UNKNOWN_TOKEN_PATTERN, text)) == bool(unknown_tokens(text)), text
+
+
+@pytest.fixture(scope="module")
+def chattts_fuzz_target(tmp_path_factory):
+    from chattts_checkpoint import build_checkpoint
+    from test_chattts_service import env_for
+
+    checkpoint = build_checkpoint(tmp_path_factory.mktemp("chattts-fuzz"))
+    env = env_for(checkpoint, TTS_MAX_NEW_TOKENS="16", TTS_MAX_INPUT_CHARS="120", TTS_MAX_WAIT_MS="0")
+    with running_service(**env, TTS_REQUEST_TIMEOUT_S="60", TTS_WARMUP="false") as service:
+        yield service
+
+
+CHATTTS_FUZZ_EXAMPLES = max(10, FUZZ_EXAMPLES // 4)
+
+
+@pytest.mark.parametrize("route", ["/v1/audio/speech", "/tts"])
+def test_fuzz_chattts_fields_positive(chattts_fuzz_target, route):
+    """What the chattts description allows gets audio: seeds, sampling, seed-N voices, control
+    tokens.  One thing JSON Schema cannot say: whether a speaker_embedding string decodes to
+    this model's speaker; a random one is a 400 naming that field, nothing else is."""
+    schema = schemathesis.openapi.from_dict(describe_chattts(max_input_chars=120))
+    operation = next(r.ok() for r in schema.get_all_operations() if r.ok().path == route)
+    seen = {"cases": 0, "audio": 0}
+
+    @settings(max_examples=CHATTTS_FUZZ_EXAMPLES, **AGAINST_A_SERVER)
+    @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+    def run(case):
+        response = case.call(base_url=chattts_fuzz_target.url, timeout=60)
+        seen["cases"] += 1
+        if isinstance(case.body, dict) and case.body.get("speaker_embedding") and response.status_code == 400:
+            assert response.json()["error"]["param"] == "speaker_embedding"
+            return
+        assert response.status_code == 200, (case.body, response.text[:500])
+        seen["audio"] += 1
+        case.validate_response(response, excluded_checks=[negative_data_rejection])
+
+    run()
+    assert seen["audio"] >= 1
+    assert chattts_fuzz_target.get("/healthz") == 200

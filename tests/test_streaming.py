@@ -81,7 +81,8 @@ def test_stream_encoder_pieces_add_up():
     [
         ({"input": "hi", "response_format": "flac", "stream": True}, "response_format"),
         ({"input": "hi", "stream": "yes"}, "stream"),
-        ({"input": "hi", "stream_format": "sse"}, "stream_format"),
+        ({"input": "hi", "stream_format": "sse", "response_format": "flac"}, "response_format"),
+        ({"input": "hi", "stream_format": "events"}, "stream_format"),
         ({"input": "hi", "stream": True, "voice": "nobody"}, "voice"),
     ],
 )

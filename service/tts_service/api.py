@@ -29,6 +29,7 @@ from .errors import (
     EngineError,
     EngineFailed,
     InvalidRequest,
+    InvalidSpeakerEmbedding,
     MethodNotAllowed,
     NotFound,
     NotReady,
@@ -46,6 +47,7 @@ from .openapi import build_openapi
 from .settings import Settings
 from .speech_request import SpeechRequest, decode_json_object, parse_openai_speech, parse_tts
 from .speech_service import SpeechService
+from .sse import SpeechEvents
 
 log = logging.getLogger("tts_service.api")
 
@@ -70,6 +72,7 @@ class HttpError:
 HTTP_ERRORS: dict[type[TTSError], HttpError] = {
     InvalidRequest: HttpError(400),
     UnknownVoice: HttpError(400, param="voice"),
+    InvalidSpeakerEmbedding: HttpError(400, param="speaker_embedding"),
     Unauthorized: HttpError(401, headers={"WWW-Authenticate": 'Bearer realm="kubetts"'}),
     NotFound: HttpError(404),
     MethodNotAllowed: HttpError(405),
@@ -162,7 +165,8 @@ def _audio_headers(service: SpeechService, speech: SpeechRequest, voice: str) ->
 
 
 async def _stream_audio(request: web.Request, speech: SpeechRequest) -> web.StreamResponse:
-    """A chunked response written as the engine makes the audio.
+    """A chunked response written as the engine makes the audio: raw audio bytes, or with
+    ``stream_format: "sse"`` OpenAI's server-sent events carrying them.
 
     The first chunk is awaited before anything is sent, so an error up to then is an
     ordinary JSON error response.  An error after audio went out cannot change the status
@@ -171,14 +175,21 @@ async def _stream_audio(request: web.Request, speech: SpeechRequest) -> web.Stre
     same happens to a client that reads so slowly that ``TTS_STREAM_BUFFER_S`` of audio
     piles up for it.  However the response ends, the chunk generator is closed at once,
     which frees the stream's place in the queue or the batch and its buffered audio.
+
+    Server-sent events end the same way, with one difference: an engine failure or a passed
+    deadline after the first event is sent as an ``error`` event (OpenAI's error object)
+    before the stream ends, since an event stream has no other way to say it.  A client cut
+    off for reading too slowly gets no event (it is not reading); its connection is closed.
     """
     service = _service(request)
     stream = await service.stream(speech)
+    sse = SpeechEvents(len(speech.text), service.engine.sample_rate) if speech.sse else None
     async with contextlib.aclosing(stream.chunks) as chunks:
         first = await anext(chunks)
         response = web.StreamResponse(
             headers={
-                "Content-Type": CONTENT_TYPES[speech.response_format],
+                "Content-Type": sse.content_type if sse else CONTENT_TYPES[speech.response_format],
+                **({"Cache-Control": "no-cache"} if sse else {}),
                 **_audio_headers(service, speech, stream.voice),
             }
         )
@@ -188,16 +199,21 @@ async def _stream_audio(request: web.Request, speech: SpeechRequest) -> web.Stre
         stream.buffer.on_overflow(lambda: cut.done() or cut.set_result(None))
         try:
             await response.prepare(request)
-            await _write_unless_cut(response, first, cut, stream)
+            frame = sse.chunk if sse else bytes
+            if first:
+                await _write_unless_cut(response, frame(first), cut, stream)
             async for data in chunks:
                 if data:
-                    await _write_unless_cut(response, data, cut, stream)
+                    await _write_unless_cut(response, frame(data), cut, stream)
+            if sse:
+                await _write_unless_cut(response, sse.done(stream.samples), cut, stream)
             await response.write_eof()
         except TTSError as error:  # the engine failed, the deadline passed, or the buffer filled
             log.warning(
                 "%s %s: stream ended early: %s %s", request.method, request.path, error.code, error.message
             )
-            _abort_connection(request)
+            if not (sse and await _end_with_error_event(response, sse, error)):
+                _abort_connection(request)
             raise _ResponseAborted(response, error) from error
         except ConnectionError as exc:  # the client went away (seen when writing to it)
             raise _ResponseAborted(response, ClientDisconnected(f"the client went away: {exc}")) from exc
@@ -206,6 +222,23 @@ async def _stream_audio(request: web.Request, speech: SpeechRequest) -> web.Stre
                 service.metrics.streams_aborted.labels(reason=ClientDisconnected.code).inc()
             raise
     return response
+
+
+SSE_ERROR_WRITE_S = 5.0
+
+
+async def _end_with_error_event(response: web.StreamResponse, sse: SpeechEvents, error: TTSError) -> bool:
+    """End an event stream with an ``error`` event; False when that cannot be done (a client
+    cut off for reading too slowly, or gone)."""
+    if isinstance(error, StreamBufferFull):
+        return False
+    try:
+        async with asyncio.timeout(SSE_ERROR_WRITE_S):  # a client that stopped reading gets no wait
+            await response.write(sse.error(error_body(error, http_error(error))))
+            await response.write_eof()
+    except (ConnectionError, TimeoutError):
+        return False
+    return True
 
 
 async def _write_unless_cut(response: web.StreamResponse, data: bytes, cut: asyncio.Future, stream) -> None:
@@ -251,20 +284,24 @@ async def _respond_with_audio(request: web.Request, speech: SpeechRequest) -> we
 
 async def openai_speech(request: web.Request) -> web.Response:
     """``POST /v1/audio/speech``: OpenAI's text-to-speech endpoint."""
-    settings = _service(request).settings
-    body = await read_json_object(request, settings)
-    return await _respond_with_audio(request, parse_openai_speech(body, settings))
+    service = _service(request)
+    body = await read_json_object(request, service.settings)
+    speech = parse_openai_speech(body, service.settings, service.engine.request_rules())
+    return await _respond_with_audio(request, speech)
 
 
 async def tts(request: web.Request) -> web.Response:
     """``POST /tts``: ``{"text", "voice", "format", "speed"}`` -> audio (wav by default)."""
-    settings = _service(request).settings
-    body = await read_json_object(request, settings)
-    return await _respond_with_audio(request, parse_tts(body, settings))
+    service = _service(request)
+    body = await read_json_object(request, service.settings)
+    return await _respond_with_audio(
+        request, parse_tts(body, service.settings, service.engine.request_rules())
+    )
 
 
 async def list_voices(request: web.Request) -> web.Response:
-    """``GET /v1/voices``: voices that can be named, aliases, and the default."""
+    """``GET /v1/voices``: voices that can be named, aliases, the default, and every form a
+    request may name a voice in."""
     service = _service(request)
     return web.json_response(
         {
@@ -275,6 +312,7 @@ async def list_voices(request: web.Request) -> web.Response:
                 for v in service.engine.voices()
             ],
             "aliases": service.engine.aliases(),
+            "forms": service.engine.voice_forms(),
         }
     )
 
@@ -328,7 +366,9 @@ async def metrics(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     """``GET /openapi.json``: the OpenAPI 3 description of this API (with this service's limits)."""
     service = _service(request)
-    return web.json_response(build_openapi(service.settings, service.voice_names()))
+    return web.json_response(
+        build_openapi(service.settings, service.voice_names(), service.engine.request_rules())
+    )
 
 
 ROUTES: tuple[tuple[str, str, Handler], ...] = (

@@ -39,6 +39,13 @@ class UnknownVoice(InvalidRequest):
     code = "unknown_voice"
 
 
+class InvalidSpeakerEmbedding(InvalidRequest):
+    """A speaker embedding in the request does not decode to this model's speaker (always the
+    request's ``speaker_embedding``)."""
+
+    code = "invalid_speaker_embedding"
+
+
 class Unauthorized(TTSError):
     """Authentication is on and the request has no valid bearer token."""
 

@@ -22,11 +22,10 @@ no segment is empty; none is longer than ``max_chars``.
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 
-# ChatTTS's control tokens: [uv_break], [lbreak], [laugh], [break_6], [oral_2], [speed_5]...
-CONTROL_TOKEN = re.compile(r"\[[A-Za-z]+(?:_[A-Za-z0-9]+)*\]")
+from .control_tokens import TOKEN_LIKE as CONTROL_TOKEN
+
 # No segment maximum may be shorter than the longest control token it must keep whole.
 MAX_CONTROL_TOKEN_CHARS = 16
 MIN_SEGMENT_CHARS = MAX_CONTROL_TOKEN_CHARS

@@ -152,10 +152,16 @@ class Settings:
         False, "Run ChatTTS's text-refinement pass before speech (adds latency; off = skip_refine_text)."
     )
     temperature: float = _setting(
-        0.3, "ChatTTS sampling temperature for audio tokens.", minimum=0.01, maximum=2.0
+        0.3,
+        "ChatTTS sampling temperature for audio tokens (a request's own temperature may be anything "
+        "in this setting's range).",
+        minimum=0.01,
+        maximum=2.0,
     )
-    top_p: float = _setting(0.7, "ChatTTS nucleus-sampling top_P.", minimum=0.01, maximum=1.0)
-    top_k: int = _setting(20, "ChatTTS top_K.", minimum=1, maximum=626)
+    top_p: float = _setting(
+        0.7, "ChatTTS nucleus-sampling top_P (requests: top_p, same range).", minimum=0.01, maximum=1.0
+    )
+    top_k: int = _setting(20, "ChatTTS top_K (requests: top_k, same range).", minimum=1, maximum=626)
     max_new_tokens: int = _setting(
         2048,
         "Upper bound on audio tokens per segment (about 46.9 per second of speech); "

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .audio import FORMATS, STREAM_FORMATS
+from .control_tokens import TOKEN_FORMS, unknown_tokens
+from .engines.base import ENGINE_FIELDS, RequestRules, SynthesisOptions
 from .errors import InvalidRequest
-from .settings import Settings
+from .settings import SETTINGS_FIELDS, Settings
 from .text_normalization import clean_text
 
 MIN_SPEED = 0.25
@@ -30,6 +32,14 @@ OPENAI_FIELDS = (
     "model", "input", "voice", "response_format", "speed", "instructions", "stream_format", "stream"
 )  # fmt: skip
 TTS_FIELDS = ("text", "voice", "format", "speed", "stream")
+STREAM_FORMAT_CHOICES = ("audio", "sse")
+MAX_SEED = 2**32 - 1
+# Per-request sampling controls take the range of the server setting of the same name.
+_SETTING_RANGES = {f.name: (f.metadata["minimum"], f.metadata["maximum"]) for f in SETTINGS_FIELDS}
+SAMPLING_RANGES: dict[str, tuple[float, float]] = {
+    name: _SETTING_RANGES[name] for name in ("temperature", "top_p", "top_k")
+}
+INTEGER_FIELDS = ("seed", "top_k")
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,9 @@ class SpeechRequest:
     speed: float = 1.0
     model: str = DEFAULT_MODEL
     stream: bool = False
+    sse: bool = False  # streamed as OpenAI's server-sent events (stream_format "sse")
+    options: SynthesisOptions = field(default_factory=SynthesisOptions)
+    speaker_embedding: str | None = None
 
 
 # Integers longer than this are read as floats: Python refuses to turn a string of more than
@@ -80,40 +93,98 @@ def decode_json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def parse_openai_speech(body: dict[str, Any], settings: Settings) -> SpeechRequest:
-    """Validate an OpenAI ``audio.speech.create`` body."""
-    _reject_unknown(body, OPENAI_FIELDS)
+def parse_openai_speech(body: dict[str, Any], settings: Settings, rules: RequestRules) -> SpeechRequest:
+    """Validate an OpenAI ``audio.speech.create`` body for an engine taking ``rules``."""
+    _reject_unknown(body, OPENAI_FIELDS, rules)
     model = _model(body)
-    _optional_string(body, "instructions")  # accepted for compatibility, not used
     stream_format = _optional_string(body, "stream_format")
-    if stream_format not in (None, "audio"):
+    if stream_format not in (None, *STREAM_FORMAT_CHOICES):
         raise InvalidRequest(
-            f"stream_format {stream_format!r} is not supported: only 'audio' is", param="stream_format"
+            f"stream_format {stream_format!r} is not supported; allowed: "
+            f"{', '.join(map(repr, STREAM_FORMAT_CHOICES))}",
+            param="stream_format",
         )
     # Asking for a stream format, or stream: true, asks for the audio as it is made.
-    stream = _stream(body) or stream_format == "audio"
+    stream = _stream(body) or stream_format is not None
     response_format = _format(body, "response_format", default="mp3")
     return SpeechRequest(
-        text=_text(body, "input", settings),
+        text=_text(body, "input", settings, rules),
         voice=_voice(body),
         response_format=_streamable(response_format, stream, "response_format"),
         speed=_speed(body),
         model=model,
         stream=stream,
+        sse=stream_format == "sse",
+        options=_options(body, _instructions(body, rules)),
+        speaker_embedding=_speaker_embedding(body, rules),
     )
 
 
-def parse_tts(body: dict[str, Any], settings: Settings) -> SpeechRequest:
-    """Validate a ``POST /tts`` body: ``{"text", "voice", "format", "speed"}``."""
-    _reject_unknown(body, TTS_FIELDS)
+def parse_tts(body: dict[str, Any], settings: Settings, rules: RequestRules) -> SpeechRequest:
+    """Validate a ``POST /tts`` body: ``{"text", "voice", "format", "speed", "stream"}`` and the
+    engine's own fields (``seed``, ``temperature``... for ChatTTS)."""
+    _reject_unknown(body, TTS_FIELDS, rules)
     stream = _stream(body)
     return SpeechRequest(
-        text=_text(body, "text", settings),
+        text=_text(body, "text", settings, rules),
         voice=_voice(body),
         response_format=_streamable(_format(body, "format", default="wav"), stream, "format"),
         speed=_speed(body),
         stream=stream,
+        options=_options(body, _instructions(body, rules)),
+        speaker_embedding=_speaker_embedding(body, rules),
     )
+
+
+def engine_fields(endpoint_fields: tuple[str, ...], rules: RequestRules) -> tuple[str, ...]:
+    """The fields a body may have: the endpoint's own and those of the engine's it takes."""
+    extra = [name for name in ENGINE_FIELDS if name in rules.fields and name not in endpoint_fields]
+    return (*endpoint_fields, *extra)
+
+
+def _options(body: dict[str, Any], refine_prompt: str | None) -> SynthesisOptions:
+    seed = _integer(body, "seed", 0, MAX_SEED)
+    sampling: dict[str, float | None] = {}
+    for name, (low, high) in SAMPLING_RANGES.items():
+        read = _integer if name in INTEGER_FIELDS else _number
+        sampling[name] = read(body, name, low, high)
+    return SynthesisOptions(
+        seed=seed,
+        temperature=sampling["temperature"],
+        top_p=sampling["top_p"],
+        top_k=None if sampling["top_k"] is None else int(sampling["top_k"]),
+        refine_prompt=refine_prompt,
+    )
+
+
+def _instructions(body: dict[str, Any], rules: RequestRules) -> str | None:
+    """OpenAI's ``instructions``: "" and null mean none; others must be what the engine takes."""
+    value = _optional_string(body, "instructions")
+    if not value:
+        return None
+    if rules.instructions is None or not re.fullmatch(rules.instructions, value):
+        raise InvalidRequest(
+            f"instructions {value[:80]!r} cannot be honoured: {rules.instructions_help}", param="instructions"
+        )
+    return value
+
+
+def _speaker_embedding(body: dict[str, Any], rules: RequestRules) -> str | None:
+    value = _optional_string(body, "speaker_embedding")
+    if value is None:
+        return None
+    if not value or len(value) > rules.max_embedding_chars:
+        raise InvalidRequest(
+            f"speaker_embedding must be a ChatTTS speaker embedding string of 1 to "
+            f"{rules.max_embedding_chars} characters, got {len(value)}",
+            param="speaker_embedding",
+        )
+    if body.get("voice") not in (None, ""):
+        raise InvalidRequest(
+            "give either voice or speaker_embedding, not both: the embedding is the voice",
+            param="speaker_embedding",
+        )
+    return value
 
 
 def _stream(body: dict[str, Any]) -> bool:
@@ -148,7 +219,18 @@ def _json_type(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def _reject_unknown(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+def _reject_unknown(body: dict[str, Any], endpoint_fields: tuple[str, ...], rules: RequestRules) -> None:
+    allowed = engine_fields(endpoint_fields, rules)
+    unsupported = sorted(n for n in set(body) - set(allowed) if n in ENGINE_FIELDS)
+    if unsupported:  # a field some engine takes, but not this one (even as null)
+        takes = [n for n in ENGINE_FIELDS if n in rules.fields]
+        raise InvalidRequest(
+            f"{', '.join(map(repr, unsupported))} {'is' if len(unsupported) == 1 else 'are'} not supported "
+            f"by the {rules.engine} engine; its own fields: {', '.join(takes) or 'none'} "
+            f"(the chattts engine takes {', '.join(ENGINE_FIELDS)})",
+            param=unsupported[0],
+            code="unsupported_field",
+        )
     unknown = sorted(set(body) - set(allowed))
     if unknown:
         raise InvalidRequest(
@@ -179,7 +261,7 @@ def _model(body: dict[str, Any]) -> str:
     return model
 
 
-def _text(body: dict[str, Any], name: str, settings: Settings) -> str:
+def _text(body: dict[str, Any], name: str, settings: Settings, rules: RequestRules) -> str:
     if name not in body or body[name] is None:
         raise InvalidRequest(f"{name} is required: the text to speak", param=name)
     value = body[name]
@@ -194,6 +276,14 @@ def _text(body: dict[str, Any], name: str, settings: Settings) -> str:
     if not clean_text(value):
         raise InvalidRequest(
             f"{name} must contain text to speak, not only white space or control characters", param=name
+        )
+    if rules.control_tokens and (unknown := unknown_tokens(value)):
+        raise InvalidRequest(
+            f"{name} contains {', '.join(unknown[:5])}, which {'is' if len(unknown) == 1 else 'are'} not "
+            f"ChatTTS control token(s); the {rules.engine} engine reads {TOKEN_FORMS} (speed comes from "
+            "the speed field); write other bracketed words without their brackets",
+            param=name,
+            code="unknown_control_token",
         )
     return value
 
@@ -244,6 +334,26 @@ def _number(body: dict[str, Any], name: str, minimum: float, maximum: float) -> 
         shown = f"{number:g}" if abs(number) < 1e16 else "a number of that size"
         raise InvalidRequest(f"{name} {shown} is out of range: allowed {allowed}", param=name)
     return number + 0.0  # -0.0 -> 0.0
+
+
+def _integer(body: dict[str, Any], name: str, minimum: float, maximum: float) -> int | None:
+    """A JSON integer from ``minimum`` to ``maximum`` (None when absent).  JSON has one number
+    type, so 2.0 and 2e0 count as 2; 2.5 is not an integer."""
+    value = body.get(name)
+    if value is None:
+        return None
+    allowed = f"an integer from {int(minimum)} to {int(maximum)}"
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)  # 626.0 and 6.26e2 are integers; huge integers arrive as floats
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = "a fraction" if isinstance(value, float) and math.isfinite(value) else _json_type(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            shown = "NaN" if math.isnan(value) else "an infinite or too large number"
+        raise InvalidRequest(f"{name} must be {allowed}, got {shown}", param=name)
+    if not minimum <= value <= maximum:
+        shown = str(value) if len(str(value)) < 20 else "a number of that size"
+        raise InvalidRequest(f"{name} {shown} is out of range: allowed {allowed}", param=name)
+    return value
 
 
 def _speed(body: dict[str, Any]) -> float:

@@ -75,6 +75,7 @@ class SpeechStream:
     voice: str
     chunks: AsyncGenerator[bytes, None]
     buffer: StreamBuffer
+    samples: int = 0  # audio samples handed out so far (joins' pauses included)
 
 
 class SpeechService:
@@ -147,7 +148,10 @@ class SpeechService:
 
     def _segments(self, request: SpeechRequest) -> tuple[ResolvedVoice, list[Segment], float]:
         """The request's voice, its text's segments, and its deadline in seconds."""
-        voice = self.engine.resolve_voice(request.voice, request.text)
+        if request.speaker_embedding is not None:
+            voice = self.engine.speaker_voice(request.speaker_embedding, request.text)
+        else:
+            voice = self.engine.resolve_voice(request.voice, request.text)
         segments = split_segments(clean_text(request.text), self.settings.segment_chars)
         return voice, segments, self.settings.request_timeout_s * len(segments)
 
@@ -159,10 +163,10 @@ class SpeechService:
         timeout: float,
         stream: StreamBuffer | None = None,
     ) -> list[Entry[Job, np.ndarray | int]]:
-        """Queue one job per segment, all with the request's voice and speed (raises QueueFull
-        and the like at once, before any response)."""
+        """Queue one job per segment, all with the request's voice, speed and sampling controls
+        (raises QueueFull and the like at once, before any response)."""
         jobs = [
-            Job(SynthesisItem(s.text, voice, request.speed), stream=stream, segment=i)
+            Job(SynthesisItem(s.text, voice, request.speed, request.options), stream=stream, segment=i)
             for i, s in enumerate(segments)
         ]
         entries = self.batcher.submit_all(jobs, timeout)
@@ -218,6 +222,7 @@ class SpeechService:
                     audio = joiner.feed(piece.segment, piece.audio, piece.last)
                     if not audio.size:
                         continue
+                    speech_stream.samples += audio.size
                     if first:
                         self.metrics.time_to_first_audio.observe(time.perf_counter() - arrived)
                         first = False
@@ -232,7 +237,8 @@ class SpeechService:
                 if not result.done():
                     result.cancel()
 
-        return SpeechStream(voice.id, chunks(), buffer)
+        speech_stream = SpeechStream(voice.id, chunks(), buffer)
+        return speech_stream
 
     def _check_accepting(self) -> None:
         if self.state in (ServiceState.DRAINING, ServiceState.STOPPED):

@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import SAMPLE_RATE, Engine, ResolvedVoice, SynthesisItem, VoiceInfo
+from .base import (
+    ENGINE_FIELDS,
+    SAMPLE_RATE,
+    Engine,
+    RequestRules,
+    ResolvedVoice,
+    SynthesisItem,
+    SynthesisOptions,
+    VoiceInfo,
+)
 
-__all__ = ["SAMPLE_RATE", "Engine", "ResolvedVoice", "SynthesisItem", "VoiceInfo", "create_engine"]
+__all__ = [
+    "ENGINE_FIELDS",
+    "SAMPLE_RATE",
+    "Engine",
+    "RequestRules",
+    "ResolvedVoice",
+    "SynthesisItem",
+    "SynthesisOptions",
+    "VoiceInfo",
+    "create_engine",
+]
 
 
 def create_engine(settings: Settings) -> Engine:

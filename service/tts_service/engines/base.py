@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -49,10 +49,49 @@ class VoiceInfo:
 
 @dataclass(frozen=True)
 class ResolvedVoice:
-    """What a requested voice name means for this text: the engine's voice id and language."""
+    """What a requested voice means for this text: the engine's voice id and language.
+
+    ``embedding`` carries a speaker embedding given in the request itself; its ``id`` is
+    derived from the embedding's hash, so voices compare (and batch) by the id alone.
+    """
 
     id: str
     language: Language
+    embedding: str | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    """A request's own sampling controls (ChatTTS); None means the server's setting.
+
+    One engine call shares them, so they are part of the batch key of engines that use them.
+    """
+
+    seed: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    refine_prompt: str | None = None  # ChatTTS's refine-text prompt, from OpenAI's instructions
+
+
+# Request fields only some engines honour (an engine lists its own in RequestRules.fields).
+SAMPLING_FIELDS = ("seed", "temperature", "top_p", "top_k")
+ENGINE_FIELDS = (*SAMPLING_FIELDS, "speaker_embedding", "instructions")
+
+
+@dataclass(frozen=True)
+class RequestRules:
+    """What an engine takes in a request beyond text, voice, format and speed: the request
+    parser and the OpenAPI description both follow it, so neither promises more than it does."""
+
+    engine: str
+    fields: frozenset[str] = frozenset()  # of ENGINE_FIELDS
+    control_tokens: bool = False  # ChatTTS's inline tokens; unknown bracketed tokens are 400s
+    instructions: str | None = None  # a regex non-empty instructions must match; None: refused
+    instructions_help: str = ""  # what instructions it takes, or why none (for error messages)
+    voice_pattern: str | None = None  # a regex of voice names besides the listed ones (seed-N)
+    voice_pattern_help: str = ""
+    max_embedding_chars: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +101,7 @@ class SynthesisItem:
     text: str
     voice: ResolvedVoice
     speed: float = 1.0
+    options: SynthesisOptions = SynthesisOptions()
 
 
 def _every_row(row: int) -> bool:
@@ -87,9 +127,27 @@ class Engine(abc.ABC):
     def resolve_voice(self, requested: str | None, text: str) -> ResolvedVoice:
         """The voice to use for ``text``; raise :class:`~tts_service.errors.UnknownVoice`."""
 
+    def speaker_voice(self, embedding: str, text: str) -> ResolvedVoice:
+        """The voice of a speaker embedding given in the request (engines whose
+        :meth:`request_rules` list ``speaker_embedding``); raise
+        :class:`~tts_service.errors.InvalidSpeakerEmbedding` for one that is not valid."""
+        raise NotImplementedError(f"the {self.name} engine takes no speaker embeddings")
+
+    def request_rules(self) -> RequestRules:
+        """What requests to this engine may carry (default: nothing engine-specific)."""
+        return RequestRules(self.name, instructions_help=f"the {self.name} engine takes no instructions")
+
+    def voice_forms(self) -> list[dict[str, object]]:
+        """How a request may name a voice (``GET /v1/voices``)."""
+        return [
+            {"form": "id", "description": "a voice id from this list (case-insensitive)"},
+            {"form": "alias", "description": "an OpenAI voice name from aliases"},
+            {"form": "default", "description": "no voice, or an empty one: the default"},
+        ]
+
     def batch_key(self, item: SynthesisItem) -> Hashable:
         """Items with equal keys can share one ``synthesize`` call."""
-        return (item.voice, item.speed)
+        return (item.voice, item.speed, item.options)
 
     def cost(self, item: SynthesisItem) -> float:
         """How long ``item`` holds the engine call it is in, in any unit (the batcher keeps

@@ -7,9 +7,18 @@ module does deliberately, each because ChatTTS would otherwise get it wrong for 
   file, never ``source="local"``), with a FRESH ``Config`` per instance.
 - **Fresh parameter objects per call.**  ``Chat.infer``'s default ``InferCodeParams`` /
   ``RefineTextParams`` are shared objects that ``infer`` mutates (``spk_smp``).
-- **Normalization.**  Without a registered normalizer ChatTTS silently deletes digits and
-  many symbols ("2024年5月1日" -> "年月日"); the service's own zh/en normalizer is
-  registered with ``chat.normalizer.register``.
+- **Normalization.**  Left to itself ChatTTS silently deletes digits and many symbols
+  ("2024年5月1日" -> "年月日") and every question mark.  The service normalizes the text
+  itself (its zh/en normalizer around the inline control tokens) and maps every character
+  to the set ChatTTS accepts (:mod:`.chattts_text`); ChatTTS's normalizer then only
+  replaces homophones.
+- **Nothing to say, no audio.**  A row whose text maps to nothing ChatTTS can speak (only
+  marks or emoji) is left out of the generation and gets empty audio: given an empty text the
+  model would make up speech of its own.
+- **Per-request controls.**  ``seed`` seeds torch's generator for the call (and it is
+  reseeded from the OS afterwards, so unseeded calls stay random); ``temperature``,
+  ``top_p``, ``top_k`` and the refine prompt (OpenAI's ``instructions``) go into the call's
+  fresh parameter objects.  One call shares them all, so they are in the batch key.
 - **The pipeline is driven stage by stage** -- ``_refine_text`` (optional),
   ``_infer_code``, ``_decode_to_wavs`` -- exactly as ``Chat._infer`` does for one
   unsplit batch, instead of through ``Chat.infer``, for two reasons:
@@ -46,10 +55,11 @@ from typing import Any
 
 import numpy as np
 
+from ..control_tokens import TOKEN_FORMS
 from ..settings import Settings
 from ..text_normalization import TextNormalizer, detect_language
-from . import chattts_device, chattts_model, chattts_voices
-from .base import Engine, ResolvedVoice, SynthesisItem, VoiceInfo
+from . import chattts_device, chattts_model, chattts_text, chattts_voices
+from .base import ENGINE_FIELDS, Engine, RequestRules, ResolvedVoice, SynthesisItem, VoiceInfo
 from .failures import Failure
 
 log = logging.getLogger("tts_service.engines.chattts")
@@ -63,6 +73,8 @@ TOKENS_PER_CHAR = 12
 MIN_TOKEN_BUDGET = 48
 # Streaming: samples of the last tokens are held back until more tokens (or the end) arrive.
 STREAM_HOLDBACK_TOKENS = 2
+# OpenAI's instructions, as ChatTTS can honour them: its refine-text prompt.
+REFINE_PROMPT = r"(\[(?:oral_[0-9]|laugh_[0-2]|break_[0-7])\])+"
 
 
 def speed_prompt(speed: float) -> str:
@@ -110,7 +122,7 @@ class ChatTTSEngine(Engine):
             settings.default_voice or next(iter(self._specs)), self._specs, self._aliases
         )
         self._chat: Any = None
-        self._embeddings: dict[str, str] = {}
+        self._embeddings: chattts_voices.SpeakerEmbeddings | None = None  # once loaded
         self._normalizer: TextNormalizer | None = None
         self._temp_root = (
             None  # a TemporaryDirectory holding ChatTTS's view of the weights, if one was needed
@@ -130,10 +142,37 @@ class ChatTTSEngine(Engine):
         name = chattts_voices.resolve(requested, self._specs, self._aliases) if requested else self._default
         return ResolvedVoice(name, detect_language(text))
 
+    def speaker_voice(self, embedding: str, text: str) -> ResolvedVoice:
+        chattts_voices.check_embedding(embedding, int(self._loaded().speaker.dim))
+        return ResolvedVoice(chattts_voices.embedding_voice_id(embedding), detect_language(text), embedding)
+
+    def request_rules(self) -> RequestRules:
+        refine = self._settings.refine_text
+        return RequestRules(
+            self.name,
+            fields=frozenset(f for f in ENGINE_FIELDS if f != "instructions" or refine),
+            control_tokens=True,
+            instructions=REFINE_PROMPT if refine else None,
+            instructions_help=(
+                "the chattts engine takes a refine-text prompt of [oral_N][laugh_N][break_N] "
+                "(oral 0-9, laugh 0-2, break 0-7), e.g. '[oral_2][laugh_0][break_6]'"
+                if refine
+                else "the chattts engine honours instructions only as a refine-text prompt "
+                "('[oral_2][laugh_0][break_6]'), and text refinement is off here (TTS_REFINE_TEXT); "
+                f"inline control tokens in the text work without it: {TOKEN_FORMS}"
+            ),
+            voice_pattern=chattts_voices.SEED_VOICE.pattern,
+            voice_pattern_help="any seed-N (N of up to ten digits)",
+            max_embedding_chars=chattts_voices.MAX_EMBEDDING_CHARS,
+        )
+
+    def voice_forms(self) -> list[dict[str, object]]:
+        return [*super().voice_forms(), *chattts_voices.REQUEST_VOICE_FORMS]
+
     def batch_key(self, item: SynthesisItem) -> Hashable:
-        # One InferCodeParams serves a whole batch: everything in it must be shared.
-        # Temperature, top_P and top_K are engine-wide settings; language is per text.
-        return (item.voice.id, speed_prompt(item.speed))
+        # One call's InferCodeParams (and seed) serve the whole batch: everything in them must be
+        # shared -- the speaker, the speed prompt and the request's own sampling controls.
+        return (item.voice.id, speed_prompt(item.speed), item.options)
 
     def cost(self, item: SynthesisItem) -> float:
         # The row's token budget (on the raw text: normalization changes it a little).
@@ -171,32 +210,34 @@ class ChatTTSEngine(Engine):
             chat.gpt.gpt = chat.gpt.gpt.to(dtype=torch.float16)
         chattts_device.reserve_cuda_pool(torch, self.device, s.cuda_memory_pool_mb)
         self._normalizer = TextNormalizer()
-        for language in ("zh", "en"):
-            chat.normalizer.unregister(language)
-            chat.normalizer.register(language, self._normalize_for(language))
-        speaker = chat.speaker
-        for name, spec in self._specs.items():
-            self._embeddings[name] = (
-                spec.embedding
-                if spec.embedding is not None
-                else chattts_voices.embedding_for_seed(spec.seed, speaker.std, speaker.mean)
-            )
+        self._embeddings = chattts_voices.SpeakerEmbeddings(self._specs, chat.speaker.std, chat.speaker.mean)
         self._chat = chat
         log.info(
             "ChatTTS loaded from %s on %s (%d torch threads)", asset, self.device, torch.get_num_threads()
         )
 
-    def _normalize_for(self, language: str):
-        def normalize(text: str) -> str:
-            assert self._normalizer is not None
-            return self._normalizer.normalize(text, language)  # type: ignore[arg-type]
-
-        return normalize
-
     def prepare_texts(self, items: Sequence[SynthesisItem]) -> list[str]:
-        """The texts as ChatTTS's tokenizer will see them (normalized, homophones applied)."""
+        """The texts as ChatTTS's tokenizer will see them: normalized around their control
+        tokens, in ChatTTS's characters (:mod:`.chattts_text`), homophones replaced."""
         chat = self._loaded()
-        return [chat.normalizer(item.text, True, True, item.voice.language) for item in items]
+        normalizer = self._normalizer
+        assert normalizer is not None
+        return [
+            chat.normalizer(
+                chattts_text.for_chattts(item.text, item.voice.language, normalizer.normalize),
+                False,  # normalized already: ChatTTS's own pass would turn "?" into "？" and delete it
+                True,
+                item.voice.language,
+            )
+            for item in items
+        ]
+
+    def _embedding(self, voice: ResolvedVoice) -> str:
+        """The speaker embedding string of ``voice`` (named, seed-N, or given in the request)."""
+        if voice.embedding is not None:
+            return voice.embedding
+        assert self._embeddings is not None, "loaded"
+        return self._embeddings[voice.id]
 
     def warmup(self) -> None:
         """One batch at the max batch size and one at 1, both short: compiles numba's
@@ -206,8 +247,28 @@ class ChatTTSEngine(Engine):
             self._generate([SynthesisItem("热身一下。", voice)] * size, max_new_token=MIN_TOKEN_BUDGET)
 
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
-        with self._releasing_memory_on_oom():
-            return self._generate(items)
+        texts, rows = self._speakable(items)
+        audios = [np.zeros(0, dtype=np.float32) for _ in items]
+        if rows:
+            with self._releasing_memory_on_oom():
+                made = self._generate([items[i] for i in rows], texts=[texts[i] for i in rows])
+            for i, audio in zip(rows, made, strict=True):
+                audios[i] = audio
+        self._rows_were(rows)
+        return audios
+
+    def _speakable(self, items: Sequence[SynthesisItem]) -> tuple[list[str], list[int]]:
+        """The texts as ChatTTS gets them, and the rows with something to speak.  A text with
+        nothing ChatTTS can say (only marks, emoji) gets no audio: given an empty text, the model
+        would make up speech of its own."""
+        texts = self.prepare_texts(items)
+        return texts, [i for i, text in enumerate(texts) if text]
+
+    def _rows_were(self, rows: list[int]) -> None:
+        """Report the last call's truncated rows by the caller's indices (``rows`` were generated)."""
+        if not rows:  # nothing was generated: nothing from an earlier call is reported for this one
+            self.last_batch = BatchStats()
+        self.last_batch.truncated = [rows[j] for j in self.last_batch.truncated]
 
     @contextlib.contextmanager
     def _releasing_memory_on_oom(self):
@@ -226,7 +287,25 @@ class ChatTTSEngine(Engine):
                 torch.cuda.empty_cache()
             raise
 
-    def _prepare(self, items: Sequence[SynthesisItem], max_new_token: int | None):
+    @staticmethod
+    @contextlib.contextmanager
+    def _seeded(seed: int | None):
+        """Seed torch's generators for one call (ChatTTS samples from the default ones), then
+        reseed them from the OS so the calls after it are random again."""
+        if seed is None:
+            yield
+            return
+        import torch
+
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            torch.seed()
+
+    def _prepare(
+        self, items: Sequence[SynthesisItem], max_new_token: int | None, texts: list[str] | None = None
+    ):
         """Texts (refined if enabled), fresh InferCodeParams and each row's budget for one batch."""
         import torch
         from ChatTTS import Chat
@@ -234,24 +313,29 @@ class ChatTTSEngine(Engine):
         chat = self._loaded()
         self.last_batch = BatchStats()  # nothing from an earlier call is reported for this one
         first = items[0]
-        texts = self.prepare_texts(items)
+        options = first.options  # shared by the batch (batch_key)
+        texts = self.prepare_texts(items) if texts is None else list(texts)
         s = self._settings
         budgets = [max_new_token or token_budget(text, first.speed, s.max_new_tokens) for text in texts]
         budget = max(budgets)
         chat.context.set(False)  # clear an interrupt() from an earlier shutdown attempt
         if s.refine_text:
             with torch.inference_mode():
-                refine = Chat.RefineTextParams(show_tqdm=False, max_new_token=max(64, budget // 4))
+                refine = Chat.RefineTextParams(
+                    prompt=options.refine_prompt or "",
+                    show_tqdm=False,
+                    max_new_token=max(64, budget // 4),
+                )
                 refined = chat._refine_text(texts, chat.device, refine)
                 tokens = [ids[ids.less(chat.tokenizer.break_0_ids)] for ids in refined.ids]
                 texts = chat.tokenizer.decode(tokens)
                 refined.destroy()
         params = Chat.InferCodeParams(
             prompt=speed_prompt(first.speed),
-            spk_emb=self._embeddings[first.voice.id],
-            temperature=s.temperature,
-            top_P=s.top_p,
-            top_K=s.top_k,
+            spk_emb=self._embedding(first.voice),
+            temperature=s.temperature if options.temperature is None else options.temperature,
+            top_P=s.top_p if options.top_p is None else options.top_p,
+            top_K=s.top_k if options.top_k is None else options.top_k,
             max_new_token=budget,
             # Per row: at least min(TTS_MIN_NEW_TOKENS, its own budget). ChatTTS's minimum is
             # batch-wide, so the batch runs to min(TTS_MIN_NEW_TOKENS, its largest budget) and each
@@ -290,13 +374,17 @@ class ChatTTSEngine(Engine):
         """Rows that generated up to their budget without ending (cut while speaking)."""
         return [i for i, (h, b) in enumerate(zip(result.hiddens, budgets, strict=True)) if h.size(0) >= b]
 
-    def _generate(self, items: Sequence[SynthesisItem], max_new_token: int | None = None) -> list[np.ndarray]:
+    def _generate(
+        self, items: Sequence[SynthesisItem], max_new_token: int | None = None, texts: list[str] | None = None
+    ) -> list[np.ndarray]:
         import torch
 
         started = time.perf_counter()
-        chat, texts, params, budgets = self._prepare(items, max_new_token)
+        with self._seeded(items[0].options.seed):
+            chat, texts, params, budgets = self._prepare(items, max_new_token, texts)
+            with torch.inference_mode():
+                result = next(chat._infer_code(texts, False, chat.device, True, params))
         with torch.inference_mode():
-            result = next(chat._infer_code(texts, False, chat.device, True, params))
             cut, lengths = self._cut(result, budgets), self._tokens(result, budgets)
             rows = self._decode(chat, result, budgets)
             result.destroy()
@@ -325,16 +413,30 @@ class ChatTTSEngine(Engine):
         worker closes this generator once no row is wanted, which stops the generation at
         the next step.
         """
-        with self._releasing_memory_on_oom():
-            yield from self._stream(items, eager)
+        texts, rows = self._speakable(items)
+        empty = np.zeros(0, dtype=np.float32)
+        if not rows:
+            self._rows_were(rows)
+            yield [empty] * len(items)
+            return
+        spoken = [items[i] for i in rows]
+        try:
+            with self._releasing_memory_on_oom(), self._seeded(items[0].options.seed):
+                for made in self._stream(spoken, lambda j: eager(rows[j]), [texts[i] for i in rows]):
+                    chunks = [empty] * len(items)
+                    for i, chunk in zip(rows, made, strict=True):
+                        chunks[i] = chunk
+                    yield chunks
+        finally:
+            self._rows_were(rows)
 
     def _stream(
-        self, items: Sequence[SynthesisItem], eager: Callable[[int], bool]
+        self, items: Sequence[SynthesisItem], eager: Callable[[int], bool], texts: list[str]
     ) -> Iterator[list[np.ndarray]]:
         import torch
 
         started = time.perf_counter()
-        chat, texts, params, budgets = self._prepare(items, None)
+        chat, texts, params, budgets = self._prepare(items, None, texts)
         n = len(items)
         empty = np.zeros(0, dtype=np.float32)
         sent = [0] * n

@@ -1,6 +1,8 @@
 """The embedded default engine: eSpeak NG, in-process, real speech with no downloads.
 
-Formant synthesis, robotic but intelligible, in English and Mandarin.  It exists so a
+Formant synthesis, robotic but intelligible, in English and Mandarin.  It has no sampling,
+so it takes none of ChatTTS's per-request controls (the request parser answers 400 naming
+the field); ChatTTS's inline control tokens are read as pauses, or not spoken.  It exists so a
 newcomer hears speech with one command and so the whole service, batcher and operator
 can be exercised on any CPU; production quality comes from the ChatTTS engine.
 eSpeak makes 22 050 Hz audio; it is resampled to the service's 24 kHz with soxr.
@@ -13,6 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..control_tokens import as_plain_text
 from ..errors import UnknownVoice
 from ..text_normalization import Language, TextNormalizer, detect_language, split_sentences
 from .base import OPENAI_VOICE_NAMES, Engine, ResolvedVoice, SynthesisItem, VoiceInfo
@@ -88,6 +91,17 @@ class EspeakEngine(Engine):
             f"(GET /v1/voices lists them all)"
         )
 
+    def voice_forms(self) -> list[dict[str, object]]:
+        return [
+            *super().voice_forms(),
+            {
+                "form": "variant",
+                "pattern": "<voice>+<variant>",
+                "description": f"a language voice with an eSpeak variant: {', '.join(VARIANTS)} "
+                "(e.g. en-gb+f2)",
+            },
+        ]
+
     def load(self) -> None:
         self._library = EspeakLibrary()
         self._normalizer = TextNormalizer()
@@ -118,7 +132,8 @@ class EspeakEngine(Engine):
 
         if self._library is None or self._normalizer is None:
             raise RuntimeError("the espeak engine is not loaded")
-        text = self._normalizer.normalize(item.text, item.voice.language)
+        # ChatTTS's inline control tokens: a break is a pause here, a laugh is not spoken.
+        text = self._normalizer.normalize(as_plain_text(item.text), item.voice.language)
         base, plus, variant = item.voice.id.partition("+")
         espeak_voice = ESPEAK_VOICE_FILES.get(base, base) + plus + variant
         pcm = self._library.synthesize(text, espeak_voice, round(DEFAULT_RATE_WPM * item.speed))
