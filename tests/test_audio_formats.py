@@ -8,7 +8,7 @@ import io
 import av
 import numpy as np
 import pytest
-from tts_service.audio import CONTENT_TYPES, StreamEncoder, encode
+from tts_service.audio import CONTENT_TYPES, STREAM_FORMATS, StreamEncoder, encode
 
 RATE = 24_000
 SPEECH = "/v1/audio/speech"
@@ -92,3 +92,16 @@ async def test_http_whole_and_streamed(client, fmt):
     from_stream = decode(await streamed.read(), fmt)
     assert from_stream.size / RATE == pytest.approx(seconds, abs=0.1)
     assert rms(from_stream) == pytest.approx(rms(reference), rel=0.2)
+
+
+@pytest.mark.parametrize("fmt", STREAM_FORMATS)
+def test_a_stream_without_any_audio_still_finishes(fmt):
+    """A text with nothing to speak streams no chunk at all; finishing must still work (LAME
+    refused to flush without an encode call first: found by fuzzing the ChatTTS service)."""
+    tail = StreamEncoder(fmt, RATE).finish()
+    if fmt == "opus":  # Ogg's stream serial is random: compare what the file holds
+        assert tail.startswith(b"OggS") and b"OpusHead" in tail and b"OpusTags" in tail
+    elif fmt == "wav":
+        assert tail[:4] == b"RIFF"  # the streaming header (sizes "unknown"), no samples
+    else:
+        assert tail == encode(np.zeros(0, np.float32), RATE, fmt)

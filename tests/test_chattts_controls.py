@@ -335,3 +335,13 @@ def test_a_text_with_nothing_to_speak_gets_no_audio_and_no_made_up_speech(engine
     assert streamed[:2] == [0, 0] and streamed[2] == audios[2].size
     assert [a.size for a in engine.synthesize(items[:2])] == [0, 0]
     assert engine.truncated_rows() == []
+
+
+async def test_a_streamed_text_with_nothing_to_speak_is_an_empty_answer(checkpoint, make_service_client):
+    _, client = await controls_service(checkpoint, make_service_client)
+    for fmt in ("mp3", "opus", "pcm"):
+        response = await client.post(SPEECH, json={"input": "？！", "stream": True, "response_format": fmt})
+        assert response.status == 200, await response.text()
+        await response.read()
+    whole = await client.post(SPEECH, json={"input": "😀", "response_format": "wav"})
+    assert whole.status == 200 and whole.headers["X-TTS-Audio-Seconds"] == "0.000"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import jsonschema
@@ -253,7 +254,7 @@ def test_fuzz_chattts_fields_positive(chattts_fuzz_target, route):
         if isinstance(case.body, dict) and case.body.get("speaker_embedding") and response.status_code == 400:
             assert response.json()["error"]["param"] == "speaker_embedding"
             return
-        assert response.status_code == 200, (case.body, response.text[:500])
+        assert response.status_code == 200, (json.dumps(case.body), response.text[:500])
         seen["audio"] += 1
         case.validate_response(response, excluded_checks=[negative_data_rejection])
 

@@ -228,7 +228,9 @@ class StreamEncoder:
             self._started = True
             return self._av.finish()
         tail = self.header() if not self._started else b""
-        self._started = True
         if self._mp3 is not None:
+            if not self._started:  # LAME flushes only after an encode call, even of nothing
+                tail += bytes(self._mp3.encode(b""))
             tail += bytes(self._mp3.flush())
+        self._started = True
         return tail
