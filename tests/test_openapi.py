@@ -182,7 +182,7 @@ def _as_json_schema(schema):
 # -- the chattts engine's description: its own fields, fuzzed against a real ChatTTS service -------
 
 
-def chattts_engine(checkpoint=None, **settings):
+def chattts_engine(**settings):
     from tts_service.engines.chattts import ChatTTSEngine
 
     return ChatTTSEngine(Settings(engine="chattts", **settings))  # not loaded: names and rules only

@@ -286,7 +286,7 @@ async def openai_speech(request: web.Request) -> web.Response:
     """``POST /v1/audio/speech``: OpenAI's text-to-speech endpoint."""
     service = _service(request)
     body = await read_json_object(request, service.settings)
-    speech = parse_openai_speech(body, service.settings, service.engine.request_rules())
+    speech = parse_openai_speech(body, service.settings, service.request_rules)
     return await _respond_with_audio(request, speech)
 
 
@@ -294,9 +294,7 @@ async def tts(request: web.Request) -> web.Response:
     """``POST /tts``: ``{"text", "voice", "format", "speed"}`` -> audio (wav by default)."""
     service = _service(request)
     body = await read_json_object(request, service.settings)
-    return await _respond_with_audio(
-        request, parse_tts(body, service.settings, service.engine.request_rules())
-    )
+    return await _respond_with_audio(request, parse_tts(body, service.settings, service.request_rules))
 
 
 async def list_voices(request: web.Request) -> web.Response:
@@ -366,9 +364,7 @@ async def metrics(request: web.Request) -> web.Response:
 async def openapi(request: web.Request) -> web.Response:
     """``GET /openapi.json``: the OpenAPI 3 description of this API (with this service's limits)."""
     service = _service(request)
-    return web.json_response(
-        build_openapi(service.settings, service.voice_names(), service.engine.request_rules())
-    )
+    return web.json_response(build_openapi(service.settings, service.voice_names(), service.request_rules))
 
 
 ROUTES: tuple[tuple[str, str, Handler], ...] = (

@@ -148,12 +148,12 @@ def _speech_body(
         },
         **extra,
     }
-    endpoint = tuple(properties)
+    accepted = engine_fields(tuple(properties), rules)
     engine = _engine_properties(settings, rules)
-    properties.update({name: engine[name] for name in engine_fields(endpoint, rules) if name in engine})
+    properties.update({name: engine[name] for name in accepted if name in engine})
     if rules.control_tokens:
         properties[text_field]["not"] = {"pattern": UNKNOWN_TOKEN_PATTERN}
-    if "instructions" in engine_fields(endpoint, rules):
+    if "instructions" in accepted:
         properties["instructions"] = _instructions(rules)
     # null is read as "not given" (as OpenAI's API does), so every optional field is nullable.
     for name, schema in properties.items():

@@ -143,13 +143,13 @@ def engine_fields(endpoint_fields: tuple[str, ...], rules: RequestRules) -> tupl
 
 
 def _options(body: dict[str, Any], refine_prompt: str | None) -> SynthesisOptions:
-    seed = _integer(body, "seed", 0, MAX_SEED)
-    sampling: dict[str, float | None] = {}
-    for name, (low, high) in SAMPLING_RANGES.items():
-        read = _integer if name in INTEGER_FIELDS else _number
-        sampling[name] = read(body, name, low, high)
+    seed = _number(body, "seed", 0, MAX_SEED, integer=True)
+    sampling = {
+        name: _number(body, name, low, high, integer=name in INTEGER_FIELDS)
+        for name, (low, high) in SAMPLING_RANGES.items()
+    }
     return SynthesisOptions(
-        seed=seed,
+        seed=None if seed is None else int(seed),
         temperature=sampling["temperature"],
         top_p=sampling["top_p"],
         top_k=None if sampling["top_k"] is None else int(sampling["top_k"]),
@@ -313,17 +313,24 @@ def _format(body: dict[str, Any], name: str, default: str) -> str:
     return value.lower()
 
 
-def _number(body: dict[str, Any], name: str, minimum: float, maximum: float) -> float | None:
+def _number(
+    body: dict[str, Any], name: str, minimum: float, maximum: float, *, integer: bool = False
+) -> float | None:
     """A JSON number from ``minimum`` to ``maximum`` (None when absent); anything else is a 400.
 
     Rejected with ``param=name``: strings (even "1.5"), booleans, NaN and infinities, and
     numbers outside the range (huge integers arrive here as floats, see
-    :data:`MAX_INTEGER_DIGITS`).  -0 is 0.
+    :data:`MAX_INTEGER_DIGITS`).  -0 is 0.  With ``integer``, also fractions; JSON has one
+    number type, so 2.0 and 2e0 count as the integer 2 (returned as an int).
     """
     value = body.get(name)
     if value is None:
         return None
-    allowed = f"a number from {minimum} to {maximum}"
+    allowed = (
+        f"an integer from {int(minimum)} to {int(maximum)}"
+        if integer
+        else f"a number from {minimum} to {maximum}"
+    )
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidRequest(f"{name} must be {allowed}, got {_json_type(value)}", param=name)
     number = float(value)  # exact for every int of up to MAX_INTEGER_DIGITS digits in range
@@ -333,27 +340,11 @@ def _number(body: dict[str, Any], name: str, minimum: float, maximum: float) -> 
     if not minimum <= number <= maximum:
         shown = f"{number:g}" if abs(number) < 1e16 else "a number of that size"
         raise InvalidRequest(f"{name} {shown} is out of range: allowed {allowed}", param=name)
+    if integer:
+        if not number.is_integer():
+            raise InvalidRequest(f"{name} must be {allowed}, got a fraction", param=name)
+        return int(number)
     return number + 0.0  # -0.0 -> 0.0
-
-
-def _integer(body: dict[str, Any], name: str, minimum: float, maximum: float) -> int | None:
-    """A JSON integer from ``minimum`` to ``maximum`` (None when absent).  JSON has one number
-    type, so 2.0 and 2e0 count as 2; 2.5 is not an integer."""
-    value = body.get(name)
-    if value is None:
-        return None
-    allowed = f"an integer from {int(minimum)} to {int(maximum)}"
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)  # 626.0 and 6.26e2 are integers; huge integers arrive as floats
-    if isinstance(value, bool) or not isinstance(value, int):
-        shown = "a fraction" if isinstance(value, float) and math.isfinite(value) else _json_type(value)
-        if isinstance(value, float) and not math.isfinite(value):
-            shown = "NaN" if math.isnan(value) else "an infinite or too large number"
-        raise InvalidRequest(f"{name} must be {allowed}, got {shown}", param=name)
-    if not minimum <= value <= maximum:
-        shown = str(value) if len(str(value)) < 20 else "a number of that size"
-        raise InvalidRequest(f"{name} {shown} is out of range: allowed {allowed}", param=name)
-    return value
 
 
 def _speed(body: dict[str, Any]) -> float:

@@ -85,6 +85,7 @@ class SpeechService:
         self.settings = settings
         self.auth = Authenticator(load_api_keys(settings), settings.auth_probes)
         self.engine = engine if engine is not None else create_engine(settings)
+        self.request_rules = self.engine.request_rules()  # what requests may carry (fixed by settings)
         self.metrics = Metrics(engine=self.engine.name, version=__version__)
         self.worker = InferenceWorker(self.engine, self.metrics)
         self.batcher: DynamicBatcher[Job, np.ndarray | int] = DynamicBatcher(

@@ -44,18 +44,13 @@ _CLAUSE_MARKS = set("，,：:；;—–‐‑‒―-~～|·・()（）[]［］�
 _SILENT = set("\"'“”‘’„‚«»‹›`´＂＇")
 _SPELLED: dict[str, tuple[str, str]] = {  # char -> (zh, en)
     "&": ("和", " and "),
-    "＆": ("和", " and "),
     "+": ("加", " plus "),
-    "＋": ("加", " plus "),
     "=": ("等于", " equals "),
-    "＝": ("等于", " equals "),
     "%": ("百分之", " percent "),
-    "％": ("百分之", " percent "),
     "@": ("艾特", " at "),
-    "＠": ("艾特", " at "),
-    "/": (" ", " "),
-    "_": (" ", " "),
 }
+_SPELLED |= {chr(ord(ch) + 0xFEE0): spoken for ch, spoken in _SPELLED.items()}  # full-width ＆ ＋ ＝ ％ ＠
+_SPELLED |= {"/": (" ", " "), "_": (" ", " ")}
 _INNER_DOT = re.compile(r"(?<=[A-Za-z0-9])\.(?=[A-Za-z0-9])")
 _ZH_DIGITS = "零一二三四五六七八九"
 _EN_DIGITS = "zero one two three four five six seven eight nine".split()
