@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 from app_client import service_of, started
-from prometheus_client.parser import text_string_to_metric_families
+from metric_samples import Samples, metric, samples_of  # noqa: F401  (metric: re-exported)
 from tts_service.app import create_app
 from tts_service.engines.espeak import EspeakEngine
 from tts_service.settings import Settings
@@ -26,19 +26,11 @@ def wav_seconds(body: bytes) -> float:
         return wav.getnframes() / wav.getframerate()
 
 
-async def scrape(client) -> dict[tuple[str, tuple], float]:
+async def scrape(client) -> Samples:
     """All samples of /metrics as {(name, sorted labels): value}."""
     response = await client.get("/metrics")
     assert response.status == 200
-    samples = {}
-    for family in text_string_to_metric_families(await response.text()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def metric(samples, name, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    return samples_of(await response.text())
 
 
 async def assert_error(response, status: int, param: str | None = None, *, contains: str = ""):
@@ -309,7 +301,8 @@ async def test_metrics_move(client):
     )
     assert metric(after, "tts_queue_wait_seconds_count") == metric(before, "tts_queue_wait_seconds_count") + 1
     assert metric(after, "tts_ready") == 1
-    assert metric(after, "tts_build_info", engine="espeak", version="0.1.0") == 1
+    # espeak has no token loop: it is batched per request whatever TTS_SCHEDULER says
+    assert metric(after, "tts_build_info", engine="espeak", version="0.1.0", scheduler="request") == 1
     assert ("tts_queue_depth", ()) in after and ("tts_inflight_requests", ()) in after
     assert metric(after, "process_resident_memory_bytes") > 0
 
@@ -338,19 +331,38 @@ async def test_the_autoscalers_latency_counts_only_successful_whole_files(make_c
     )
 
 
-async def test_concurrent_requests_are_batched(make_client):
-    client = await make_client(max_batch_size=8, max_wait_ms=5000)
+class GatedEngine(EspeakEngine):
+    """The real engine whose first synthesis waits for ``gate``: requests pile up behind it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate, self.entered = threading.Event(), threading.Event()
+
+    def synthesize(self, items):
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.gate.wait(timeout=30), "the test never opened the gate"
+        return super().synthesize(items)
+
+
+async def test_concurrent_requests_are_batched(make_service_client):
+    engine = GatedEngine()
+    client = await make_service_client(engine, max_batch_size=8, max_wait_ms=5000, warmup=False)
     before = await scrape(client)
+    post = lambda t: client.post(SPEECH, json={"input": t, "response_format": "pcm"})  # noqa: E731
+    first = asyncio.ensure_future(post("The first request."))
+    await wait_until(engine.entered.is_set)  # it started alone at once: nothing overlapped it
     texts = [f"Request number {i}." for i in range(16)]
-    responses = await asyncio.gather(
-        *(client.post(SPEECH, json={"input": t, "response_format": "pcm"}) for t in texts)
-    )
-    assert [r.status for r in responses] == [200] * 16
+    rest = [asyncio.ensure_future(post(t)) for t in texts]
+    await wait_until(lambda: service_of(client).batcher.queued_items == 16)
+    engine.gate.set()
+    responses = await asyncio.gather(first, *rest)
+    assert [r.status for r in responses] == [200] * 17
     after = await scrape(client)
     batches = metric(after, "tts_batch_size_count") - metric(before, "tts_batch_size_count")
     items = metric(after, "tts_batch_size_sum") - metric(before, "tts_batch_size_sum")
-    assert items == 16
-    assert batches == 2  # two full batches of 8: a full batch never waits for max_wait
+    assert items == 17
+    assert batches == 3  # the first alone, then the 16 that arrived behind it in two full batches of 8
     # Each response is its own text: longer numbers' audio is not swapped between requests.
     lengths = [len(await r.read()) for r in responses]
     assert all(length > 0 for length in lengths)

@@ -484,3 +484,31 @@ async def test_a_costly_head_takes_cheaper_items_along():
     await asyncio.wait_for(asyncio.gather(blocker, long, short), 5)
     assert [values(b) for b in consumer.batches] == [[50], [100, 3, 101]]
     await batcher.close()
+
+
+# -- adaptive admission: max_wait_s is an upper bound, waited only while requests overlap --------
+
+
+async def test_a_lone_client_never_waits_for_company_even_with_a_long_max_wait():
+    consumer = FakeConsumer()
+    batcher = make(consumer, max_batch_size=8, max_wait_s=LONG)
+    for i in range(3):  # each request arrives after the previous one was answered
+        assert await asyncio.wait_for(batcher.infer(Item(i)), 5) == i * 10
+    assert consumer.batches == [[Item(0)], [Item(1)], [Item(2)]]
+    assert not batcher.company_expected(asyncio.get_running_loop().time())
+
+
+async def test_overlapping_requests_wait_for_batch_mates_up_to_max_wait():
+    consumer = FakeConsumer()
+    batcher = make(consumer, max_batch_size=3, max_wait_s=LONG)
+    consumer.gate.clear()
+    first = queued(batcher, Item(0))
+    await consumer.entered.wait()  # the first started at once: nothing had overlapped yet
+    second = queued(batcher, Item(1))  # arrives while the first runs: traffic overlaps
+    assert batcher.company_expected(asyncio.get_running_loop().time())
+    consumer.gate.set()
+    assert await asyncio.wait_for(first, 5) == 0
+    # The second is at the head of a free engine now, and waits for company instead of going alone.
+    rest = [queued(batcher, Item(2)), queued(batcher, Item(3))]
+    assert await asyncio.wait_for(asyncio.gather(second, *rest), 5) == [10, 20, 30]
+    assert consumer.batches == [[Item(0)], [Item(1), Item(2), Item(3)]]

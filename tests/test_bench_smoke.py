@@ -161,3 +161,47 @@ def test_percentile_is_nearest_rank():
 def test_point_counts_every_failure_kind_as_an_error():
     p = Point("x", "closed", "zh", sent=10, served=4, rejected=1, timed_out=2, other=1, lost=1, bad_audio=1)
     assert p.errors == 6 and p.sent == p.served + p.errors
+
+
+def test_quick_continuous_bench_measures_every_server_and_reports_the_targets(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "continuous.py"),
+            "--quick",
+            "--out-dir",
+            str(tmp_path),
+            "--ray-lib",
+            str(tmp_path / "no-ray"),  # the Ray Serve peer is reported as not measured
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    (report,) = tmp_path.glob("*-continuous-quick.md")
+    data = json.loads(report.with_suffix(".json").read_text())
+    servers = {r["server"] for r in data["runs"]}
+    assert servers == {
+        "espeak default",
+        "espeak batch 1",
+        "request",
+        "continuous",
+        "request, no wait",
+        "one-at-a-time",
+    }
+    for run in data["runs"]:
+        assert run["served"] == run["sent"] > 0, run  # every request answered with audio
+    text = report.read_text()
+    assert "## Targets of #18" in text and "commit:" in text and "Ray Serve not installed" in text
+    assert report.with_suffix(".png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_backlog_is_told_from_a_steady_open_loop_run():
+    from continuous import Run
+
+    steady = Run("s", "1/s open", offered=1.0, results=[(i, 10, 1.0 + 0.1 * (i % 3), 200) for i in range(30)])
+    growing = Run("g", "2/s open", offered=2.0, results=[(i, 10, 1.0 + 0.5 * i, 200) for i in range(30)])
+    failed = Run("f", "1/s open", offered=1.0, results=[*steady.results[:29], (29, 10, 1.0, 0)])
+    assert steady.sustained and not growing.sustained and not failed.sustained
+    assert growing.growth > 2 and steady.served == 30 and failed.served == 29

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 import openai
 import pytest
+from app_client import service_of
 from numeric_edges import cases, raw_body
+from test_api import wait_until
 from test_chattts_engine import items_for, settings_for
 from tts_service.control_tokens import KNOWN_TOKENS, as_plain_text
 from tts_service.engines.chattts import ChatTTSEngine
@@ -50,8 +53,13 @@ class RecordingEngine(ChatTTSEngine):
     def __init__(self, settings, **kwargs) -> None:
         super().__init__(settings, **kwargs)
         self.calls: list[dict] = []
+        self.gate = threading.Event()  # cleared: the next call waits until it is set
+        self.gate.set()
+        self.entered = threading.Event()
 
     def _prepare(self, items, max_new_token, texts=None):
+        self.entered.set()
+        assert self.gate.wait(timeout=60), "the test never opened the gate"
         chat, texts, params, budgets = super()._prepare(items, max_new_token, texts)
         self.calls.append(
             {
@@ -77,13 +85,36 @@ def engine(checkpoint):
     engine.close()
 
 
-async def controls_service(checkpoint, make_service_client, **overrides):
+async def controls_service(checkpoint, make_service_client, scheduler="request", **overrides):
+    """A service on the recording engine; request-level unless ``scheduler`` says otherwise
+    (the recording engine sees request-level engine calls only)."""
     settings = settings_for(
-        checkpoint, max_new_tokens=ROW_TOKENS, min_new_tokens=ROW_TOKENS, warmup=False, **overrides
+        checkpoint,
+        max_new_tokens=ROW_TOKENS,
+        min_new_tokens=ROW_TOKENS,
+        warmup=False,
+        scheduler=scheduler,
+        **overrides,
     )
     engine = RecordingEngine(settings, sha256_map=checkpoint["sha256"])
     fields = {k: getattr(settings, k) for k in settings.__dataclass_fields__ if k != "engine"}
     return engine, await make_service_client(engine, **fields)
+
+
+async def behind_a_running_call(engine, client, bodies: list[dict]) -> None:
+    """Send ``bodies`` together while the engine is busy with another call, so they all wait
+    and form their batches together (a free engine would take the first one alone at once)."""
+    engine.gate.clear()
+    engine.entered.clear()
+    blocker = asyncio.ensure_future(pcm(client, temperature=1.5))
+    await wait_until(engine.entered.is_set)
+    waiting = [asyncio.ensure_future(pcm(client, **b)) for b in bodies]
+    await wait_until(lambda: service_of(client).batcher.queued_items == len(bodies))
+    engine.calls.clear()
+    engine.gate.set()
+    await asyncio.gather(blocker, *waiting)
+    assert engine.calls[0]["temperature"] == 1.5  # the blocker's call, recorded after the gate
+    del engine.calls[0]
 
 
 async def pcm(client, **body) -> bytes:
@@ -161,8 +192,11 @@ async def test_unknown_control_tokens_are_a_400_naming_them(checkpoint, make_ser
 # -- seed and sampling -------------------------------------------------------------------------
 
 
-async def test_same_seed_same_audio_and_unseeded_calls_stay_random(checkpoint, make_service_client):
-    _, client = await controls_service(checkpoint, make_service_client)
+@pytest.mark.parametrize("scheduler", ["request", "continuous"])
+async def test_same_seed_same_audio_and_unseeded_calls_stay_random(
+    checkpoint, make_service_client, scheduler
+):
+    _, client = await controls_service(checkpoint, make_service_client, scheduler)
     first = await pcm(client, seed=1234)
     unseeded_a = await pcm(client)  # right after a seeded call: still random
     again = await pcm(client, seed=1234)
@@ -175,18 +209,34 @@ async def test_same_seed_same_audio_and_unseeded_calls_stay_random(checkpoint, m
     assert await tts.read() == first  # /tts takes the same controls
 
 
+@pytest.mark.parametrize("refine", [False, True])
+async def test_a_seeded_request_sounds_the_same_under_both_schedulers(
+    checkpoint, make_service_client, refine
+):
+    """Served alone, the continuous scheduler's own decode loop makes exactly the audio of
+    ChatTTS's generate (the request-level path), for every control a request can set -- and
+    with text refinement, whose draws come first from the same seeded generator."""
+    body = dict(seed=99, temperature=0.5, top_p=0.8, top_k=10, voice="seed-42", speed=1.5)
+    if refine:
+        body["instructions"] = "[oral_2][laugh_0][break_4]"
+    answers = []
+    for scheduler in ("request", "continuous"):
+        _, client = await controls_service(checkpoint, make_service_client, scheduler, refine_text=refine)
+        answers.append(await pcm(client, **body))
+    assert len(answers[0]) > 0 and answers[0] == answers[1]
+
+
 async def test_sampling_controls_reach_the_engine_and_split_batches(checkpoint, make_service_client):
     engine, client = await controls_service(checkpoint, make_service_client, max_wait_ms=500)
     engine.calls.clear()
     await pcm(client)
     assert engine.calls[-1]["temperature"] == 0.3 and engine.calls[-1]["top_K"] == 20  # server defaults
-    engine.calls.clear()
     bodies = [
         {"temperature": 0.9, "top_p": 0.5, "top_k": 7},
         {"temperature": 0.9, "top_p": 0.5, "top_k": 7},
         {"temperature": 0.1},
     ]
-    await asyncio.gather(*(pcm(client, **b) for b in bodies))
+    await behind_a_running_call(engine, client, bodies)
     calls = sorted((c["rows"], c["temperature"], c["top_P"], c["top_K"]) for c in engine.calls)
     # One engine call shares its sampling settings: requests that differ never share a batch.
     assert calls == [(1, 0.1, 0.7, 20), (2, 0.9, 0.5, 7)]
@@ -270,8 +320,7 @@ async def test_requests_with_equal_embeddings_share_a_batch(checkpoint, make_ser
     engine, client = await controls_service(checkpoint, make_service_client, max_wait_ms=500)
     speaker = engine._chat.speaker
     one, two = (embedding_for_seed(s, speaker.std, speaker.mean) for s in (1, 2))
-    engine.calls.clear()
-    await asyncio.gather(*(pcm(client, speaker_embedding=e) for e in (one, one, two)))
+    await behind_a_running_call(engine, client, [{"speaker_embedding": e} for e in (one, one, two)])
     assert sorted((c["rows"], c["spk_emb"] == one) for c in engine.calls) == [(1, False), (2, True)]
 
 

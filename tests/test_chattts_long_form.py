@@ -71,14 +71,16 @@ def test_each_row_gets_its_own_budget_and_a_short_row_is_trimmed_to_it(checkpoin
     assert engine.truncated_rows() == [0, 1]
 
 
-async def recording_service(checkpoint, make_service_client, **overrides):
-    """The service on a RecordingEngine, every row exactly ROW_TOKENS long, batches of 4."""
+async def recording_service(checkpoint, make_service_client, scheduler="request", **overrides):
+    """The service on a RecordingEngine, every row exactly ROW_TOKENS long, batches of 4
+    (request-level unless ``scheduler`` says otherwise: the engine records request-level calls)."""
     settings = settings_for(
         checkpoint,
         max_new_tokens=ROW_TOKENS,
         min_new_tokens=ROW_TOKENS,
         max_batch_size=4,
         warmup=False,
+        scheduler=scheduler,
         **overrides,
     )
     engine = RecordingEngine(settings, sha256_map=checkpoint["sha256"])
@@ -123,6 +125,31 @@ async def test_a_thousand_chinese_characters_are_spoken_whole_in_segments(checkp
     assert streamed.status == 200
     body = b"".join(await read_http_chunks(streamed))
     assert len(body) // 2 == whole_length(segments)  # streamed: the same length, segment after segment
+
+
+async def test_continuous_rows_speak_a_long_text_whole_four_at_a_time(checkpoint, make_service_client):
+    """The continuous scheduler: every segment a row of its own, at most four active, each
+    with exactly its own audio, whole and streamed."""
+    _, client = await recording_service(checkpoint, make_service_client, "continuous", segment_chars=100)
+    text = thousand_characters()
+    segments = split_segments(text, 100)
+    response = await client.post(SPEECH, json={"input": text, "response_format": "wav", "voice": "alloy"})
+    assert response.status == 200, await response.text()
+    with wave.open(io.BytesIO(await response.read())) as wav:
+        assert wav.getnframes() == whole_length(segments)
+    samples = await scrape(client)
+    assert metric(samples, "tts_step_admitted_rows_sum") == len(segments)  # one row per segment
+    assert metric(samples, "tts_truncated_segments_total") == len(segments)
+    steps = metric(samples, "tts_batch_size_count")
+    # Every row needs ROW_TOKENS steps; four at a time, the text takes about a quarter of the
+    # steps one row at a time would (bucket <= 4 holds every step: never more than four rows).
+    assert steps < len(segments) * ROW_TOKENS / 2
+    assert metric(samples, "tts_batch_size_bucket", le="4.0") == steps
+    assert metric(samples, "tts_active_rows") <= 4
+    streamed = await client.post(SPEECH, json={"input": text, "response_format": "pcm", "stream": True})
+    assert streamed.status == 200
+    body = b"".join(await read_http_chunks(streamed))
+    assert len(body) // 2 == whole_length(segments)
 
 
 async def test_two_voices_never_share_a_call_and_each_request_keeps_its_own(checkpoint, make_service_client):

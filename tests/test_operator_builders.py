@@ -26,7 +26,7 @@ GPU_SPEC = {
     "engine": "chattts",
     "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "6Gi"}, "requests": {"cpu": "2"}},
     "model": {"pvc": {"claimName": "weights", "subPath": "asset"}, "compileCachePVC": "cache"},
-    "batching": {"maxBatchSize": 16, "maxWaitMs": 25.5},
+    "batching": {"maxBatchSize": 16, "maxWaitMs": 25.5, "scheduler": "request"},
     "cuda": {"moduleLoading": "LAZY", "memoryPoolMB": 512},
     "chattts": {"device": "cuda", "compile": True, "halfPrecision": True, "topK": 10, "verifyWeights": False},
     "nodeSelector": {"gpu": "t4"},
@@ -69,6 +69,7 @@ def test_env_is_written_through_the_service_settings():
     settings = Settings.from_env({k: v for k, v in env.items() if k.startswith("TTS_")})
     assert settings == service_settings(spec).replace(log_level="DEBUG")  # spec.env wins
     assert (settings.engine, settings.max_batch_size, settings.max_wait_ms) == ("chattts", 16, 25.5)
+    assert settings.scheduler == "request"
     assert (
         settings.host == "0.0.0.0" and settings.model_dir == "/models" and settings.cuda_memory_pool_mb == 512
     )

@@ -17,7 +17,7 @@ from tts_operator.spec import (
     validate_spec,
 )
 from tts_service.segmentation import MIN_SEGMENT_CHARS
-from tts_service.settings import DEVICES, ENGINES, Settings
+from tts_service.settings import DEVICES, ENGINES, SCHEDULERS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
@@ -51,6 +51,8 @@ def test_crd_defaults_match_the_service_settings():
     batching = schema["batching"]["properties"]
     assert batching["maxBatchSize"]["default"] == defaults.max_batch_size
     assert batching["maxWaitMs"]["default"] == defaults.max_wait_ms
+    assert batching["scheduler"]["default"] == defaults.scheduler
+    assert batching["scheduler"]["enum"] == list(SCHEDULERS)
     assert batching["maxQueue"]["default"] == defaults.max_queue_size
     assert batching["requestTimeoutSeconds"]["default"] == defaults.request_timeout_s
     assert batching["segmentChars"]["default"] == defaults.segment_chars
@@ -72,6 +74,7 @@ def test_empty_spec_gets_all_defaults():
     spec = parse_spec({})
     assert spec["engine"] == "espeak" and spec["replicas"] == 1
     assert spec["batching"] == {
+        "scheduler": "continuous",
         "maxBatchSize": 8,
         "maxWaitMs": 80,
         "maxQueue": 256,

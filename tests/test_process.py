@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 
+from metric_samples import metric_at
 from service_process import free_port, running_service
 
 
@@ -118,12 +119,6 @@ def test_sigterm_finishes_queued_requests_then_exits_zero():
     assert "draining" in log and "stopped" in log
 
 
-def metric_value(url: str, name: str) -> float:
-    metrics = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
-    line = next((line for line in metrics.splitlines() if line.startswith(name + " ")), None)
-    return float(line.split()[1]) if line else 0.0
-
-
 def test_disconnected_client_is_dropped_from_the_queue_and_never_computed():
     # One segment per request: the long one is one engine call that keeps the engine busy.
     with running_service(TTS_MAX_BATCH_SIZE="1", TTS_MAX_WAIT_MS="0", TTS_SEGMENT_CHARS="4096") as service:
@@ -145,13 +140,13 @@ def test_disconnected_client_is_dropped_from_the_queue_and_never_computed():
             assert busy.result(timeout=60) == 200
         assert post_speech(service.url, "after") == 200
         # Two requests were computed (the busy one and "after"); the abandoned one never was.
-        assert metric_value(service.url, "tts_batch_size_sum") == 2
+        assert metric_at(service.url, "tts_batch_size_sum") == 2
 
 
 def wait_for_queue_depth_or_inflight(url: str, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if metric_value(url, "tts_inflight_requests") >= 1 and metric_value(url, "tts_batch_size_count") >= 1:
+        if metric_at(url, "tts_inflight_requests") >= 1 and metric_at(url, "tts_batch_size_count") >= 1:
             return True
         time.sleep(0.01)  # polling a condition, bounded by the deadline
     return False

@@ -10,7 +10,9 @@ def test_defaults_are_the_write_ups_values():
     s = Settings.from_env({})
     assert s.engine == "espeak"
     assert s.max_batch_size == 8
-    assert s.max_wait_ms == 80
+    # 80 ms is now an upper bound, waited only while requests overlap (#18); the continuous
+    # scheduler admits rows at every token step and waits for nothing.
+    assert s.max_wait_ms == 80 and s.scheduler == "continuous"
     assert s.max_input_chars == 4096
     assert s.host == "127.0.0.1" and s.port == 8080
 

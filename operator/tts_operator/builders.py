@@ -89,6 +89,7 @@ def service_settings(spec: dict[str, Any]) -> Settings:
         host="0.0.0.0",
         port=PORT,
         engine=spec["engine"],
+        scheduler=batching["scheduler"],
         max_batch_size=batching["maxBatchSize"],
         max_wait_ms=float(batching["maxWaitMs"]),
         max_queue_size=batching["maxQueue"],

@@ -46,6 +46,8 @@ METRIC_NAMES = (
     "tts_request_segments",
     "tts_truncated_segments_total",
     "tts_queue_depth",
+    "tts_active_rows",
+    "tts_step_admitted_rows",
     "tts_inflight_requests",
     INFERENCE_DURATION,
     "tts_time_to_first_audio_seconds",
@@ -67,7 +69,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 class Metrics:
     """All of the service's metrics, registered in a registry of their own."""
 
-    def __init__(self, *, engine: str, version: str) -> None:
+    def __init__(self, *, engine: str, version: str, scheduler: str = "request") -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)
@@ -120,6 +122,17 @@ class Metrics:
         self.queue_depth = Gauge(
             "tts_queue_depth", "Requests with segments waiting in the batcher's queue.", registry=r
         )
+        self.active_rows = Gauge(
+            "tts_active_rows",
+            "Continuous scheduler: rows (segments) in the running generation at the last token step.",
+            registry=r,
+        )
+        self.step_admitted_rows = Histogram(
+            "tts_step_admitted_rows",
+            "Continuous scheduler: rows admitted at each token step (sum/count: admitted per step).",
+            buckets=(0, 1, 2, 3, 4, 6, 8, 16, 32),
+            registry=r,
+        )
         self.inflight = Gauge(
             "tts_inflight_requests", "Synthesis requests being handled right now.", registry=r
         )
@@ -169,8 +182,8 @@ class Metrics:
             "Time the start-up warmup (first-call compilation, caches) took.",
             registry=r,
         )
-        self.build = Info("tts_build", "Version and engine of this service.", registry=r)
-        self.build.info({"version": version, "engine": engine})
+        self.build = Info("tts_build", "Version, engine and scheduler of this service.", registry=r)
+        self.build.info({"version": version, "engine": engine, "scheduler": scheduler})
 
     def track_queue_depth(self, read: Callable[[], float]) -> None:
         self.queue_depth.set_function(read)
@@ -180,6 +193,11 @@ class Metrics:
         self.batch_size.observe(size)
         for wait in queue_waits_s:
             self.queue_wait.observe(wait)
+
+    def step_taken(self, active_rows: int, admitted: int) -> None:
+        """:class:`~tts_service.continuous_batcher.ContinuousBatcher`'s ``on_step`` hook."""
+        self.active_rows.set(active_rows)
+        self.step_admitted_rows.observe(admitted)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -20,6 +20,8 @@ from .segmentation import MIN_SEGMENT_CHARS
 ENV_PREFIX = "TTS_"
 
 ENGINES = ("espeak", "chattts")
+# request: DynamicBatcher (batches per engine call); continuous: ContinuousBatcher (token steps).
+SCHEDULERS = ("continuous", "request")
 DEVICES = ("auto", "cuda", "cpu")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _TRUE = ("1", "true", "yes", "on")
@@ -60,9 +62,18 @@ class Settings:
     max_batch_size: int = _setting(
         8, "Largest batch handed to the engine in one call.", minimum=1, maximum=256
     )
+    scheduler: str = _setting(
+        "continuous",
+        "How requests share the engine: continuous (rows join and leave a running generation at "
+        "each token step; engines without a token loop, like espeak, batch per request) or "
+        "request (one batch per engine call, runs to its longest row).",
+        choices=SCHEDULERS,
+    )
     max_wait_ms: float = _setting(
         80.0,
-        "How long the batcher waits for more requests after the first one of a batch arrived.",
+        "Request-level batching: the most a free engine holds a batch back to gather batch-mates. "
+        "Only waited when requests have been overlapping in the last second (a lone client never "
+        "waits); 0: never.",
         minimum=0,
         maximum=10_000,
     )

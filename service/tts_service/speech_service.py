@@ -28,8 +28,10 @@ import numpy as np
 from . import __version__
 from .audio import StreamEncoder, encode
 from .auth import Authenticator, load_api_keys
+from .batch_intake import BatchIntake
 from .batch_queue import Entry
 from .batcher import DynamicBatcher
+from .continuous_batcher import ContinuousBatcher
 from .engines import Engine, ResolvedVoice, SynthesisItem, create_engine
 from .errors import Draining, EngineFailed, NotReady
 from .metrics import Metrics
@@ -86,12 +88,14 @@ class SpeechService:
         self.auth = Authenticator(load_api_keys(settings), settings.auth_probes)
         self.engine = engine if engine is not None else create_engine(settings)
         self.request_rules = self.engine.request_rules()  # what requests may carry (fixed by settings)
-        self.metrics = Metrics(engine=self.engine.name, version=__version__)
+        # Continuous batching needs an engine with a token loop; the others batch per request.
+        self.scheduler = (
+            "continuous" if settings.scheduler == "continuous" and self.engine.has_decode_loop else "request"
+        )
+        self.metrics = Metrics(engine=self.engine.name, version=__version__, scheduler=self.scheduler)
         self.worker = InferenceWorker(self.engine, self.metrics)
-        self.batcher: DynamicBatcher[Job, np.ndarray | int] = DynamicBatcher(
-            self.worker.synthesize,
+        intake = dict(
             max_batch_size=min(settings.max_batch_size, self.engine.max_batch_size),
-            max_wait_s=settings.max_wait_ms / 1000.0,
             max_queue_size=settings.max_queue_size,
             default_timeout_s=settings.request_timeout_s,
             # Streamed jobs run through a different engine call: never in a batch with others.
@@ -101,6 +105,13 @@ class SpeechService:
             observer=self.metrics,
             on_engine_failed=self._engine_failed,
         )
+        self.batcher: BatchIntake[Job, np.ndarray | int]
+        if self.scheduler == "continuous":
+            self.batcher = ContinuousBatcher(self.worker.step, on_step=self.metrics.step_taken, **intake)
+        else:
+            self.batcher = DynamicBatcher(
+                self.worker.synthesize, max_wait_s=settings.max_wait_ms / 1000.0, **intake
+            )
         self.metrics.track_queue_depth(lambda: self.batcher.queue_depth)
         # Encoding (mp3 especially) must not block the event loop, nor queue behind the engine.
         self._encoder = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tts-encode")
@@ -131,17 +142,30 @@ class SpeechService:
         """Load and warm up the engine, then start batching; raises if loading fails."""
         try:
             load_seconds, warmup_seconds = await self.worker.start(warmup=self.settings.warmup)
+            if self.scheduler == "continuous":  # the token loop, warmed up in its own shapes
+                started = time.perf_counter()
+                await self.worker.start_rows(warmup=self.settings.warmup)
+                warmup_seconds += time.perf_counter() - started
         except BaseException as exc:
             self.state = ServiceState.FAILED
             self.failure = exc
             raise
         self.metrics.model_load_seconds.set(load_seconds)
         self.metrics.warmup_seconds.set(warmup_seconds)
+        if self.scheduler == "request" and self.settings.scheduler == "continuous":
+            log.info(
+                "the %s engine has no token loop: requests are batched per engine call", self.engine.name
+            )
         self.batcher.start()
         if self.state is ServiceState.STARTING:
             self.state = ServiceState.READY
             self.metrics.ready.set(1)
-            log.info("ready: engine=%s in %.2fs", self.engine.name, load_seconds + warmup_seconds)
+            log.info(
+                "ready: engine=%s scheduler=%s in %.2fs",
+                self.engine.name,
+                self.scheduler,
+                load_seconds + warmup_seconds,
+            )
 
     def voice_names(self) -> list[str]:
         """Every name a request may give as ``voice``: voice ids and aliases."""

@@ -16,12 +16,18 @@ The batcher's items are jobs (:class:`Job`): one segment of a request as the eng
 :class:`SynthesisItem` plus, for a streamed request, the
 :class:`~tts_service.stream_buffer.StreamBuffer` its chunks go to and which segment they are.
 Delivery is the worker's business; engines only make audio.
+
+For the continuous scheduler the worker also drives the engine's token loop
+(:class:`~tts_service.engines.base.DecodeLoop`): :meth:`InferenceWorker.step` admits and
+drops rows and runs one token step on the same thread, checks each row's audio the same way
+and puts a streamed row's chunks into its stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,13 +35,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .engines.base import Engine, SynthesisItem
+from .engines.base import DecodeLoop, Engine, StepOutput, SynthesisItem
 from .engines.failures import Failure
 from .errors import ClientDisconnected, EngineError, EngineFailed, OutOfMemory, StreamBufferFull, TTSError
 from .metrics import Metrics
 from .stream_buffer import StreamBuffer
 
 log = logging.getLogger("tts_service.worker")
+
+# The continuous scheduler's consumer runs at most this many token steps per call when nothing
+# happens (no row leaves, nothing to admit or drop), so metrics and the loop stay current.
+MAX_STEPS_PER_CALL = 64
 
 
 @dataclass(eq=False)
@@ -59,6 +69,9 @@ class InferenceWorker:
         self.engine = engine
         self._metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tts-inference")
+        self._loop: DecodeLoop | None = None  # continuous batching: the engine's token loop
+        self._rows: dict[int, Job] = {}  # its rows' jobs, by row id
+        self._streamed: dict[int, int] = {}  # samples each streamed row has put out
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -136,6 +149,129 @@ class InferenceWorker:
             chunk_steps.close()  # stops a generation left early, releasing what it holds
             self._observe(time.perf_counter() - started, [job.item for job in jobs])
         return [e or n for e, n in zip(errors, samples, strict=True)]
+
+    # -- continuous batching ---------------------------------------------------------------
+
+    @property
+    def continuous(self) -> bool:
+        """Whether the engine has a token loop (:meth:`step` works); known once started."""
+        return self._loop is not None
+
+    async def start_rows(self, warmup: bool) -> bool:
+        """Set up the engine's token loop after :meth:`start` (and warm it up); False if it has none."""
+        self._loop = await self._run(self.engine.decode_loop)
+        if self._loop is not None and warmup:
+            started = time.perf_counter()
+            await self._run(self._loop.warmup)
+            log.info(
+                "engine %s's decode loop warmed up in %.2fs", self.engine.name, time.perf_counter() - started
+            )
+        return self._loop is not None
+
+    async def step(
+        self, admit: list[tuple[int, Job]], drop: list[int], wake: threading.Event
+    ) -> tuple[dict[int, np.ndarray | int | TTSError], int]:
+        """The continuous batcher's consumer: rows ``drop`` leave, rows ``admit`` join (their
+        prefill), then token steps for every row, on the worker thread -- as many as run
+        before a row leaves or ``wake`` is set (the batcher has rows to admit or drop), at most
+        :data:`MAX_STEPS_PER_CALL`: one thread hand-off per event, not per token.  Returns the
+        rows that left (their audio, a streamed row's sample count, or their error) and the
+        number of steps run."""
+        return await self._run(self._step_checked, admit, drop, wake)
+
+    def _step_checked(
+        self, admit: list[tuple[int, Job]], drop: list[int], wake: threading.Event
+    ) -> tuple[dict[int, np.ndarray | int | TTSError], int]:
+        loop = self._loop
+        assert loop is not None, "start_rows() first"
+        left: dict[int, np.ndarray | int | TTSError] = {}
+        for row in drop:
+            loop.drop(row)
+            self._forget(row)
+        for row, job in admit:
+            stream = job.stream
+            eager = (lambda: True) if stream is None else (lambda s=stream, i=job.segment: s.reading(i))
+            try:
+                loop.admit(row, job.item, stream=stream is not None, eager=eager)
+            except Exception as exc:
+                left[row] = self._raise_if_broken(exc)
+                continue
+            self._rows[row] = job
+            if stream is not None:
+                self._streamed[row] = 0
+        steps = 0
+        while self._rows and not left and (steps == 0 or not wake.is_set()) and steps < MAX_STEPS_PER_CALL:
+            started = time.perf_counter()
+            try:
+                out = loop.step()
+            except Exception as exc:
+                error = self._raise_if_broken(exc)
+                log.error("the decode loop failed; failing its %d rows: %s", len(self._rows), error)
+                for row in list(self._rows):
+                    loop.drop(row)
+                    left[row] = error
+                    self._forget(row)
+                return left, steps + 1
+            finally:
+                if self._metrics is not None:
+                    self._metrics.inference_duration.observe(time.perf_counter() - started)
+            steps += 1
+            left.update(self._deliver(out, loop))
+        return left, max(steps, 1)
+
+    def _deliver(self, out: StepOutput, loop: DecodeLoop) -> dict[int, np.ndarray | int | TTSError]:
+        """A step's audio to its rows' streams or results; errors to their rows."""
+        left: dict[int, np.ndarray | int | TTSError] = {}
+        for row, error in out.failed.items():
+            left[row] = self._engine_error(error) if isinstance(error, Exception) else EngineError(str(error))
+        for row in out.truncated:
+            job = self._rows[row]
+            log.warning(
+                "a segment of %d characters (%r...) ended at its token budget while the model was "
+                "still speaking: its audio stops there (tts_truncated_segments_total)",
+                len(job.item.text),
+                job.item.text[:40],
+            )
+        if self._metrics is not None:
+            self._metrics.truncated_segments.inc(len(out.truncated))
+        for row, chunk in [*out.chunks.items(), *out.finished.items()]:
+            job = self._rows.get(row)
+            if job is None or row in left:
+                continue
+            checked = self._check(chunk) if chunk.size or job.stream is None else chunk
+            if isinstance(checked, TTSError):
+                left[row] = checked
+            elif job.stream is None:
+                left[row] = checked
+            elif not checked.size or job.stream.put(checked, job.segment):
+                self._streamed[row] += checked.size
+                if row in out.finished:
+                    left[row] = self._streamed[row]
+            else:
+                left[row] = _unread(job.stream)
+        for row, job in self._rows.items():
+            if row not in left and job.stream is not None and not job.stream.wanted:
+                left[row] = _unread(job.stream)  # its client went away: the row leaves now
+        for row in left:
+            if row not in out.finished and row not in out.failed:
+                loop.drop(row)  # a malformed chunk, or a stream nobody reads any more
+            self._forget(row)
+        memory = self.engine.device_memory()
+        if memory is not None and self._metrics is not None:
+            self._metrics.device_memory_allocated.set(memory[0])
+            self._metrics.device_memory_reserved.set(memory[1])
+        return left
+
+    def _forget(self, row: int) -> None:
+        self._rows.pop(row, None)
+        self._streamed.pop(row, None)
+
+    def _raise_if_broken(self, exc: Exception) -> TTSError:
+        """The error a row gets for ``exc``; a broken device is raised (the engine is done)."""
+        error = self._engine_error(exc)
+        if isinstance(error, EngineFailed):
+            raise error from exc
+        return error
 
     def _observe(self, seconds: float, items: Sequence[SynthesisItem]) -> None:
         truncated = self.engine.truncated_rows()

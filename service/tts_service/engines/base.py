@@ -104,6 +104,46 @@ class SynthesisItem:
     options: SynthesisOptions = SynthesisOptions()
 
 
+@dataclass
+class StepOutput:
+    """What one step of a :class:`DecodeLoop` made, by row id."""
+
+    chunks: dict[int, np.ndarray] = field(default_factory=dict)  # streamed rows' new audio
+    finished: dict[int, np.ndarray] = field(default_factory=dict)  # rows that ended: all their
+    # audio, or for a streamed row the rest of it
+    failed: dict[int, BaseException] = field(default_factory=dict)  # rows that failed (alone)
+    truncated: list[int] = field(default_factory=list)  # ended at their budget while speaking
+    tokens: dict[int, object] = field(default_factory=dict)  # each finished row's token ids
+    # ([tokens, codebooks]; tests compare them with the engine's own generation)
+
+
+class DecodeLoop(abc.ABC):
+    """An engine's token loop with rows that join and leave between steps (continuous
+    batching, ``TTS_SCHEDULER=continuous``).  Worker thread only, like the engine."""
+
+    @property
+    @abc.abstractmethod
+    def rows(self) -> int:
+        """Rows admitted and not finished."""
+
+    @abc.abstractmethod
+    def admit(self, row: int, item: SynthesisItem, *, stream: bool, eager: Callable[[], bool]) -> None:
+        """Start ``item`` as row ``row`` (its prefill runs now); it is in the next :meth:`step`.
+        ``eager()`` says whether a streamed row's reader waits for its audio now."""
+
+    @abc.abstractmethod
+    def drop(self, row: int) -> None:
+        """``row`` leaves without finishing (its request was cancelled); no-op if unknown."""
+
+    def warmup(self) -> None:
+        """Run representative rows through the loop before the first request (default: none)."""
+
+    @abc.abstractmethod
+    def step(self) -> StepOutput:
+        """One token for every row.  A row that fails is reported in ``failed`` and left;
+        raising means the whole loop is broken (every row fails)."""
+
+
 def _every_row(row: int) -> bool:
     return True
 
@@ -114,6 +154,7 @@ class Engine(abc.ABC):
     name: str = "engine"
     sample_rate: int = SAMPLE_RATE
     max_batch_size: int = 8
+    has_decode_loop: bool = False  # :meth:`decode_loop` gives one (continuous batching)
 
     @abc.abstractmethod
     def voices(self) -> list[VoiceInfo]:
@@ -185,6 +226,11 @@ class Engine(abc.ABC):
         do better yield earlier.
         """
         yield self.synthesize(items)
+
+    def decode_loop(self) -> DecodeLoop | None:
+        """A token loop for continuous batching, once loaded; None for engines without one
+        (they are batched per request whatever ``TTS_SCHEDULER`` says)."""
+        return None
 
     def classify_failure(self, error: BaseException) -> Failure:
         """What an exception from ``synthesize`` means for the batch (see :mod:`.failures`)."""

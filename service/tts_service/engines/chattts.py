@@ -58,7 +58,7 @@ import numpy as np
 from ..control_tokens import TOKEN_FORMS
 from ..settings import Settings
 from ..text_normalization import TextNormalizer, detect_language
-from . import chattts_device, chattts_model, chattts_text, chattts_voices
+from . import chattts_decode_loop, chattts_device, chattts_model, chattts_text, chattts_voices
 from .base import ENGINE_FIELDS, Engine, RequestRules, ResolvedVoice, SynthesisItem, VoiceInfo
 from .failures import Failure
 
@@ -104,6 +104,7 @@ class ChatTTSEngine(Engine):
     """ChatTTS behind the batcher: one batched generation per engine call."""
 
     name = "chattts"
+    has_decode_loop = True
 
     def __init__(
         self,
@@ -232,12 +233,40 @@ class ChatTTSEngine(Engine):
             for item in items
         ]
 
-    def _embedding(self, voice: ResolvedVoice) -> str:
+    def speaker_embedding(self, voice: ResolvedVoice) -> str:
         """The speaker embedding string of ``voice`` (named, seed-N, or given in the request)."""
         if voice.embedding is not None:
             return voice.embedding
         assert self._embeddings is not None, "loaded"
         return self._embeddings[voice.id]
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    def row_budget(self, text: str, speed: float) -> int:
+        """One row's token budget, from its text as ChatTTS gets it."""
+        return token_budget(text, speed, self._settings.max_new_tokens)
+
+    def refine(self, texts: list[str], prompt: str | None, budget: int) -> list[str]:
+        """ChatTTS's text refinement (``TTS_REFINE_TEXT``) with the request's prompt."""
+        import torch
+        from ChatTTS import Chat
+
+        chat = self._loaded()
+        with torch.inference_mode():
+            params = Chat.RefineTextParams(
+                prompt=prompt or "", show_tqdm=False, max_new_token=max(64, budget // 4)
+            )
+            refined = chat._refine_text(texts, chat.device, params)
+            tokens = [ids[ids.less(chat.tokenizer.break_0_ids)] for ids in refined.ids]
+            texts = chat.tokenizer.decode(tokens)
+            refined.destroy()
+        return texts
+
+    def decode_loop(self) -> chattts_decode_loop.ChatTTSDecodeLoop:
+        """Continuous batching: this engine's GPT decode loop driven row by row."""
+        return chattts_decode_loop.ChatTTSDecodeLoop(self)
 
     def warmup(self) -> None:
         """One batch at the max batch size and one at 1, both short: compiles numba's
@@ -289,7 +318,7 @@ class ChatTTSEngine(Engine):
 
     @staticmethod
     @contextlib.contextmanager
-    def _seeded(seed: int | None):
+    def seeded(seed: int | None):
         """Seed torch's generators for one call (ChatTTS samples from the default ones), then
         reseed them from the OS so the calls after it are random again."""
         if seed is None:
@@ -307,7 +336,6 @@ class ChatTTSEngine(Engine):
         self, items: Sequence[SynthesisItem], max_new_token: int | None, texts: list[str] | None = None
     ):
         """Texts (refined if enabled), fresh InferCodeParams and each row's budget for one batch."""
-        import torch
         from ChatTTS import Chat
 
         chat = self._loaded()
@@ -316,23 +344,14 @@ class ChatTTSEngine(Engine):
         options = first.options  # shared by the batch (batch_key)
         texts = self.prepare_texts(items) if texts is None else list(texts)
         s = self._settings
-        budgets = [max_new_token or token_budget(text, first.speed, s.max_new_tokens) for text in texts]
+        budgets = [max_new_token or self.row_budget(text, first.speed) for text in texts]
         budget = max(budgets)
         chat.context.set(False)  # clear an interrupt() from an earlier shutdown attempt
         if s.refine_text:
-            with torch.inference_mode():
-                refine = Chat.RefineTextParams(
-                    prompt=options.refine_prompt or "",
-                    show_tqdm=False,
-                    max_new_token=max(64, budget // 4),
-                )
-                refined = chat._refine_text(texts, chat.device, refine)
-                tokens = [ids[ids.less(chat.tokenizer.break_0_ids)] for ids in refined.ids]
-                texts = chat.tokenizer.decode(tokens)
-                refined.destroy()
+            texts = self.refine(texts, options.refine_prompt, budget)
         params = Chat.InferCodeParams(
             prompt=speed_prompt(first.speed),
-            spk_emb=self._embedding(first.voice),
+            spk_emb=self.speaker_embedding(first.voice),
             temperature=s.temperature if options.temperature is None else options.temperature,
             top_P=s.top_p if options.top_p is None else options.top_p,
             top_K=s.top_k if options.top_k is None else options.top_k,
@@ -351,19 +370,25 @@ class ChatTTSEngine(Engine):
         """Decode rows of a generation result (all by default), each cut at its own budget:
         one float32 array per decoded row, exactly its own samples."""
         rows = range(len(budgets)) if rows is None else rows
-        lengths = [min(int(result.hiddens[i].size(0)), budgets[i]) for i in rows]
-        if not lengths:
-            return []
-        hiddens = [result.hiddens[i][:n] for i, n in zip(rows, lengths, strict=True)]
-        wavs = chat._decode_to_wavs(hiddens, True)
+        return self.decode_hiddens(
+            [result.hiddens[i][: min(int(result.hiddens[i].size(0)), budgets[i])] for i in rows]
+        )
+
+    def decode_hiddens(self, hiddens: list[Any]) -> list[np.ndarray]:
+        """Audio of rows given their GPT hidden states ([tokens, hidden] each), decoded as one
+        batch: one float32 array per row, exactly its own samples (none for a row of none)."""
+        lengths = [int(h.size(0)) for h in hiddens]
+        spoken = [j for j, n in enumerate(lengths) if n]
+        audios = [np.zeros(0, dtype=np.float32) for _ in hiddens]
+        if not spoken:
+            return audios
+        wavs = self._loaded()._decode_to_wavs([hiddens[j] for j in spoken], True)
         width, longest = wavs.shape[1], max(lengths)
         # A batch decodes padded to its longest row; padding decodes to sound (2noise/ChatTTS#813).
-        return [
-            np.ascontiguousarray(
-                wavs[j, : max(0, width - SAMPLES_PER_TOKEN * (longest - n))], dtype=np.float32
-            )
-            for j, n in enumerate(lengths)
-        ]
+        for k, j in enumerate(spoken):
+            end = max(0, width - SAMPLES_PER_TOKEN * (longest - lengths[j]))
+            audios[j] = np.ascontiguousarray(wavs[k, :end], dtype=np.float32)
+        return audios
 
     @staticmethod
     def _tokens(result, budgets: list[int]) -> list[int]:
@@ -380,7 +405,7 @@ class ChatTTSEngine(Engine):
         import torch
 
         started = time.perf_counter()
-        with self._seeded(items[0].options.seed):
+        with self.seeded(items[0].options.seed):
             chat, texts, params, budgets = self._prepare(items, max_new_token, texts)
             with torch.inference_mode():
                 result = next(chat._infer_code(texts, False, chat.device, True, params))
@@ -421,7 +446,7 @@ class ChatTTSEngine(Engine):
             return
         spoken = [items[i] for i in rows]
         try:
-            with self._releasing_memory_on_oom(), self._seeded(items[0].options.seed):
+            with self._releasing_memory_on_oom(), self.seeded(items[0].options.seed):
                 for made in self._stream(spoken, lambda j: eager(rows[j]), [texts[i] for i in rows]):
                     chunks = [empty] * len(items)
                     for i, chunk in zip(rows, made, strict=True):
