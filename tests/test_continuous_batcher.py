@@ -197,6 +197,7 @@ async def test_a_consumer_error_fails_its_rows_and_the_loop_goes_on():
         await asyncio.wait_for(batcher.infer(Item("unlucky")), 5)
     loop.broken = None
     assert await asyncio.wait_for(batcher.infer(Item("lucky", steps=1)), 5) == "audio of lucky"
+    assert loop.dropped == ["unlucky"]  # the consumer was told to let go of the failed row
 
 
 async def test_close_finishes_active_rows_and_the_queue_then_refuses():

@@ -101,7 +101,7 @@ class ContinuousBatcher(BatchIntake[T, R]):
             active = len(self._rows)
             self._report(active, len(admit), waits)
             self._wake.clear()
-            steps = 1
+            steps, broken = 1, []
             try:
                 left, steps = await self._step(
                     [(row, self._rows[row].item) for row in admit], drop, self._wake
@@ -116,9 +116,10 @@ class ContinuousBatcher(BatchIntake[T, R]):
             except Exception as exc:  # the consumer broke: its rows fail, the loop goes on
                 log.exception("decode step failed; failing its %d rows", len(self._rows))
                 left = {row: EngineError(f"synthesis failed: {exc}") for row in self._rows}
+                broken = list(left)  # the consumer may still hold them: dropped at the next call
             for _ in range(steps - 1):  # the call's further steps: same rows, none admitted
                 self._report(active, 0, [])
-            drop = []
+            drop = broken
             for row, outcome in left.items():
                 entry = self._leave(row)
                 if entry is not None:

@@ -111,9 +111,7 @@ class ChatTTSDecodeLoop(DecodeLoop):
         """Two short rows joining a step apart, run to their end: the loop's own shapes (a
         prefill, a join into the padded cache, batched steps, a leave) are compiled and
         allocated before the first request."""
-
-        engine: ChatTTSEngine = self._engine
-        voice = engine.resolve_voice(None, "热身")
+        voice = self._engine.resolve_voice(None, "热身")
         self.admit(-1, SynthesisItem("热身一下。", voice), stream=False, eager=lambda: True)
         self.step()
         self.admit(-2, SynthesisItem("热身。", voice), stream=False, eager=lambda: True)
