@@ -187,7 +187,6 @@ def test_quick_continuous_bench_measures_every_server_and_reports_the_targets(tm
         "espeak batch 1",
         "request",
         "continuous",
-        "request, no wait",
         "one-at-a-time",
     }
     for run in data["runs"]:
