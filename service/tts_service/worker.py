@@ -19,7 +19,7 @@ Delivery is the worker's business; engines only make audio.
 
 For the continuous scheduler the worker also drives the engine's token loop
 (:class:`~tts_service.engines.base.DecodeLoop`): :meth:`InferenceWorker.step` admits and
-drops rows and runs one token step on the same thread, checks each row's audio the same way
+drops rows and runs token steps (several per call) on the same thread, checks each row's audio the same way
 and puts a streamed row's chunks into its stream.
 """
 
@@ -152,11 +152,6 @@ class InferenceWorker:
 
     # -- continuous batching ---------------------------------------------------------------
 
-    @property
-    def continuous(self) -> bool:
-        """Whether the engine has a token loop (:meth:`step` works); known once started."""
-        return self._loop is not None
-
     async def start_rows(self, warmup: bool) -> bool:
         """Set up the engine's token loop after :meth:`start` (and warm it up); False if it has none."""
         self._loop = await self._run(self.engine.decode_loop)
@@ -224,16 +219,7 @@ class InferenceWorker:
         left: dict[int, np.ndarray | int | TTSError] = {}
         for row, error in out.failed.items():
             left[row] = self._engine_error(error) if isinstance(error, Exception) else EngineError(str(error))
-        for row in out.truncated:
-            job = self._rows[row]
-            log.warning(
-                "a segment of %d characters (%r...) ended at its token budget while the model was "
-                "still speaking: its audio stops there (tts_truncated_segments_total)",
-                len(job.item.text),
-                job.item.text[:40],
-            )
-        if self._metrics is not None:
-            self._metrics.truncated_segments.inc(len(out.truncated))
+        self._report_truncated([self._rows[row].item for row in out.truncated])
         for row, chunk in [*out.chunks.items(), *out.finished.items()]:
             job = self._rows.get(row)
             if job is None or row in left:
@@ -256,10 +242,7 @@ class InferenceWorker:
             if row not in out.finished and row not in out.failed:
                 loop.drop(row)  # a malformed chunk, or a stream nobody reads any more
             self._forget(row)
-        memory = self.engine.device_memory()
-        if memory is not None and self._metrics is not None:
-            self._metrics.device_memory_allocated.set(memory[0])
-            self._metrics.device_memory_reserved.set(memory[1])
+        self._record_device_memory()
         return left
 
     def _forget(self, row: int) -> None:
@@ -274,20 +257,26 @@ class InferenceWorker:
         return error
 
     def _observe(self, seconds: float, items: Sequence[SynthesisItem]) -> None:
-        truncated = self.engine.truncated_rows()
-        for row in truncated:
+        if self._metrics is not None:
+            self._metrics.inference_duration.observe(seconds)
+        self._report_truncated([items[row] for row in self.engine.truncated_rows()])
+        self._record_device_memory()
+
+    def _report_truncated(self, items: Sequence[SynthesisItem]) -> None:
+        """Segments that ended at their token budget still speaking: logged and counted."""
+        for item in items:
             log.warning(
                 "a segment of %d characters (%r...) ended at its token budget while the model was "
                 "still speaking: its audio stops there (tts_truncated_segments_total)",
-                len(items[row].text),
-                items[row].text[:40],
+                len(item.text),
+                item.text[:40],
             )
-        if self._metrics is None:
-            return
-        self._metrics.inference_duration.observe(seconds)
-        self._metrics.truncated_segments.inc(len(truncated))
+        if self._metrics is not None:
+            self._metrics.truncated_segments.inc(len(items))
+
+    def _record_device_memory(self) -> None:
         memory = self.engine.device_memory()
-        if memory is not None:
+        if memory is not None and self._metrics is not None:
             self._metrics.device_memory_allocated.set(memory[0])
             self._metrics.device_memory_reserved.set(memory[1])
 
