@@ -199,8 +199,23 @@ def test_quick_continuous_bench_measures_every_server_and_reports_the_targets(tm
 def test_a_backlog_is_told_from_a_steady_open_loop_run():
     from continuous import Run
 
-    steady = Run("s", "1/s open", offered=1.0, results=[(i, 10, 1.0 + 0.1 * (i % 3), 200) for i in range(30)])
-    growing = Run("g", "2/s open", offered=2.0, results=[(i, 10, 1.0 + 0.5 * i, 200) for i in range(30)])
-    failed = Run("f", "1/s open", offered=1.0, results=[*steady.results[:29], (29, 10, 1.0, 0)])
-    assert steady.sustained and not growing.sustained and not failed.sustained
-    assert growing.growth > 2 and steady.served == 30 and failed.served == 29
+    def run(rate: float, latency, status=lambda i: 200) -> Run:
+        sent = [i / rate for i in range(60)]
+        results = [(i, 10, latency(i), status(i), sent[i]) for i in range(60)]
+        return Run("s", f"{rate}/s open", offered=rate, results=results, steady_from=20, steady_to=60 / rate)
+
+    steady = run(1.0, lambda i: 1.0 + 0.1 * (i % 3))
+    growing = run(1.0, lambda i: 1.0 + 0.5 * i)  # served at 1/1.5 of the offered rate
+    failed = run(1.0, lambda i: 1.0, status=lambda i: 0 if i == 59 else 200)
+    assert steady.kept_up and not growing.kept_up and not failed.kept_up
+    assert abs(steady.steady_rps - 1.0) < 0.1 and abs(growing.steady_rps - 1 / 1.5) < 0.05
+
+
+def test_a_batch_answered_at_once_is_one_completion_event():
+    from continuous import Run
+
+    # Batches of 8 answered together every 4 s: 2 requests per second, wherever the window cuts.
+    results = [(i, 10, 4.0 * (i // 8 + 1) - i * 0.25, 200, i * 0.25) for i in range(96)]
+    for start in (0.0, 3.0, 5.5):
+        run = Run("r", "2/s open", offered=2.0, results=results, steady_from=start, steady_to=start + 20)
+        assert abs(run.steady_rps - 2.0) < 1e-9, start

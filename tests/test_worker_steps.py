@@ -91,7 +91,7 @@ async def test_a_wake_returns_after_one_step_and_a_long_row_after_the_cap():
     try:
         wake = threading.Event()
         wake.set()  # the batcher has something to admit: come back after this step
-        left, steps = await worker.step([(0, job("x" * 1000))], [], wake)
+        left, steps = await worker.step([(0, job("x" * (3 * MAX_STEPS_PER_CALL)))], [], wake)
         assert (left, steps) == ({}, 1)
         left, steps = await worker.step([], [], threading.Event())
         assert (left, steps) == ({}, MAX_STEPS_PER_CALL)

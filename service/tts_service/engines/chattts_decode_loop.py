@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -67,20 +67,63 @@ class Row:
     eager: Callable[[], bool]
     budget: int
     min_tokens: int
-    temperature: Any  # [num_vq, 1] float32: ChatTTS's per-codebook temperature
     top_p: float | None
     top_k: int | None
     generator: Any  # a torch.Generator for a seeded row, else None (torch's default one)
     greedy: bool
-    tokens: Any  # [budget, num_vq] long: the first ``n`` are its tokens
-    hiddens: Any  # [budget, hidden] float32: the hidden state that produced each token
+    slot: int  # its place in the loop's token and hidden-state buffers (:class:`_Slots`)
     length: int  # its real positions in the KV cache
-    pending: Any = None  # [num_vq, vocab] logits of its next token, from its last forward
-    pending_hidden: Any = None
-    n: int = 0
+    pending: Any = None  # joining: [num_vq, vocab] logits of its first token, from its prefill
+    pending_hidden: Any = None  # joining: [hidden] the prefill's last hidden state
+    n: int = 0  # tokens generated
     sent: int = 0  # samples a streamed row has sent
     cache: Any = None  # its prefill's KV cache until its first token is drawn (then the batch's)
     started: float = field(default_factory=time.perf_counter)
+
+
+class _Slots:
+    """Every active row's tokens, hidden states and temperature, one slot per row in buffers of
+    ``[slots, longest budget, ...]``: a step reads its rows' last tokens and penalty windows and
+    writes their new tokens and hidden states with one indexing op each, however many rows
+    there are (tensors of their own per row would cost a few ops per row per step, which is
+    what a step of a small model spends its time on).  A slot is taken on admission and given
+    back when its row leaves; there are ``max_batch_size`` slots, more on demand."""
+
+    def __init__(self, torch: Any, slots: int, width: int, num_vq: int, hidden: int, gpt: Any) -> None:
+        self._torch = torch
+        self.tokens = torch.zeros(slots, width, num_vq, dtype=torch.long, device=gpt.device_gpt)
+        self.hiddens = torch.zeros(slots, width, hidden, dtype=torch.float, device=gpt.device)
+        self.temperature = torch.ones(slots, num_vq, dtype=torch.float, device=gpt.device)
+        self._free = list(range(slots))
+
+    def take(self, budget: int) -> int:
+        torch = self._torch
+        if budget > self.tokens.size(1):  # a budget above the one sized for: widen
+            self.tokens = _grow(torch, self.tokens, 1, budget)
+            self.hiddens = _grow(torch, self.hiddens, 1, budget)
+        if not self._free:  # more rows than max_batch_size (a caller of its own): more slots
+            have = self.tokens.size(0)
+            self.tokens = _grow(torch, self.tokens, 0, 2 * have)
+            self.hiddens = _grow(torch, self.hiddens, 0, 2 * have)
+            self.temperature = _grow(torch, self.temperature, 0, 2 * have)
+            self._free = list(range(have, 2 * have))
+        return self._free.pop()
+
+    def give_back(self, slot: int) -> None:
+        self._free.append(slot)
+
+    def index(self, values: list[int], device: Any) -> Any:
+        return self._torch.tensor(values, dtype=self._torch.long, device=device)
+
+
+class _Draws(NamedTuple):
+    """One step's draws: for each of ``rows``, its token ids, whether they end it, and the
+    hidden state that produced them."""
+
+    rows: list[Row]
+    ids: Any  # [rows, num_vq] long
+    ends: list[bool]
+    hidden: Any  # [rows, hidden] float32
 
 
 class ChatTTSDecodeLoop(DecodeLoop):
@@ -97,6 +140,19 @@ class ChatTTSDecodeLoop(DecodeLoop):
         self._num_vq = int(gpt.num_vq)
         self._vocab = int(gpt.num_audio_tokens)
         self._eos = self._vocab - 1
+        # Hugging Face builds a step's attention mask from a 2-D padding mask in Python (about
+        # a tenth of a small model's step): with SDPA attention the loop hands it the 4-D mask
+        # itself, or none when no row is padded -- what Hugging Face would pass SDPA anyway.
+        self._sdpa = getattr(gpt.gpt.config, "_attn_implementation", None) == "sdpa"
+        settings = engine.settings
+        self._slots = _Slots(
+            torch,
+            settings.max_batch_size,
+            settings.max_new_tokens,
+            self._num_vq,
+            int(gpt.gpt.config.hidden_size),
+            gpt,
+        )
         self._kv = PaddedKV()
         self._rows: list[Row] = []  # in the KV cache's row order
         self._joining: list[Row] = []  # prefilled, first token not drawn yet
@@ -159,6 +215,8 @@ class ChatTTSDecodeLoop(DecodeLoop):
             cache_position = torch.arange(length, device=input_ids.device)
             hidden, logits, cache = self._forward(emb, mask, positions, cache_position, None)
         temperature = settings.temperature if options.temperature is None else options.temperature
+        slot = self._slots.take(budget)
+        self._slots.temperature[slot] = temperature
         new = Row(
             id=row,
             item=item,
@@ -166,13 +224,11 @@ class ChatTTSDecodeLoop(DecodeLoop):
             eager=eager,
             budget=budget,
             min_tokens=min(settings.min_new_tokens, budget),
-            temperature=torch.tensor([temperature] * self._num_vq, device=gpt.device).view(-1, 1),
             top_p=settings.top_p if options.top_p is None else options.top_p,
             top_k=settings.top_k if options.top_k is None else options.top_k,
             generator=generator,
             greedy=self.greedy,
-            tokens=torch.zeros(budget, self._num_vq, dtype=torch.long, device=gpt.device_gpt),
-            hiddens=torch.zeros(budget, hidden.size(-1), dtype=torch.float, device=gpt.device),
+            slot=slot,
             length=length,
             pending=logits,
             pending_hidden=hidden[0],
@@ -183,6 +239,9 @@ class ChatTTSDecodeLoop(DecodeLoop):
     def drop(self, row: int) -> None:
         """``row`` leaves now (its request was cancelled or failed elsewhere)."""
         self._empty = [r for r in self._empty if r != row]
+        for r in [*self._joining, *self._rows]:
+            if r.id == row:
+                self._slots.give_back(r.slot)
         self._joining = [r for r in self._joining if r.id != row]
         keep = [i for i, r in enumerate(self._rows) if r.id != row]
         if len(keep) != len(self._rows):
@@ -208,47 +267,65 @@ class ChatTTSDecodeLoop(DecodeLoop):
                 draws = self._advance(self._rows, self._kv, self._joining)
             except Exception as exc:
                 draws = self._advance_alone(exc, out)
-            ended = self._settle_draws(draws, out)
+            ended = self._settle_draws(draws, out) if draws is not None else []
             self._stream(out)
             self._finish(ended, out)
         return out
 
-    def _advance(self, rows: list[Row], kv: PaddedKV, joining: list[Row]) -> list[tuple[Row, Any]]:
+    def _advance(self, rows: list[Row], kv: PaddedKV, joining: list[Row]) -> _Draws | None:
         """One forward for ``rows`` (their cache ``kv``), then one draw for them and ``joining``.
         All or nothing: if it raises, ``kv`` and the rows are as they were before."""
         torch = self._torch
         q = self._num_vq
-        pending = [(r.pending, r.pending_hidden) for r in joining]
+        every = [*rows, *joining]
+        if not every:
+            return None
+        logits, hidden = [], []
         if rows:
-            last = torch.stack([r.tokens[r.n - 1] for r in rows]).unsqueeze(1)  # [rows, 1, num_vq]
             gpt = self._gpt
+            tokens = self._slots.tokens
+            device = tokens.device
+            last = tokens[
+                self._slots.index([r.slot for r in rows], device),
+                self._slots.index([r.n - 1 for r in rows], device),
+            ].unsqueeze(1)  # [rows, 1, num_vq]
             code_emb = [gpt.emb_code[j](last[:, :, j]).to(gpt.device) for j in range(q)]
             emb = torch.stack(code_emb, 3).sum(3)
-            positions = torch.tensor([[r.length] for r in rows], device=last.device)
-            cache_position = torch.arange(kv.length, kv.length + 1, device=last.device)
+            positions = torch.tensor([[r.length] for r in rows], device=device)
+            cache_position = torch.arange(kv.length, kv.length + 1, device=device)
             try:
-                hidden, logits, _ = self._forward(emb, kv.step_mask(), positions, cache_position, kv.cache)
+                step_hidden, step_logits, _ = self._forward(
+                    emb, self._step_mask(kv), positions, cache_position, kv.cache
+                )
             except BaseException:
                 kv.rollback()  # some layers may have appended the step's position
                 raise
-            pending = [(logits[i * q : (i + 1) * q], hidden[i]) for i in range(len(rows))] + pending
-        every = [*rows, *joining]
-        if not every:
-            return []
+            logits.append(step_logits)
+            hidden.append(step_hidden)
+        if joining:
+            logits += [r.pending for r in joining]
+            hidden.append(torch.stack([r.pending_hidden for r in joining]))
         try:
-            ids = self._draw(every, torch.cat([p[0] for p in pending]))
+            ids, ends = self._draw(every, torch.cat(logits) if len(logits) > 1 else logits[0])
         except BaseException:
             kv.rollback()
             raise
         if rows:
             kv.stepped()
-        for r, (logits_r, hidden_r) in zip(every, pending, strict=True):
-            r.pending, r.pending_hidden = logits_r, hidden_r
         for r in rows:
             r.length += 1
-        return list(zip(every, ids, strict=True))
+        return _Draws(every, ids, ends, torch.cat(hidden) if len(hidden) > 1 else hidden[0])
 
-    def _advance_alone(self, error: Exception, out: StepOutput) -> list[tuple[Row, Any]]:
+    def _step_mask(self, kv: PaddedKV) -> Any:
+        """The step's attention mask: none if no row is padded, else the rows' real positions
+        (4-D for SDPA, which is what Hugging Face would make of the 2-D one)."""
+        if not self._sdpa:
+            return kv.step_mask()
+        if not kv.padded:
+            return None
+        return kv.step_mask()[:, None, None, :]
+
+    def _advance_alone(self, error: Exception, out: StepOutput) -> _Draws | None:
         """The batched step failed: step each row alone; those that fail alone leave."""
         log.warning(
             "a decode step of %d rows failed (%s: %s); stepping each row alone",
@@ -261,53 +338,71 @@ class ChatTTSDecodeLoop(DecodeLoop):
             raise error
         if failure is Failure.OUT_OF_MEMORY and self._gpt.device.type == "cuda":
             self._torch.cuda.empty_cache()  # hand cached blocks back before the rows go one by one
-        draws: list[tuple[Row, Any]] = []
+        draws: list[_Draws] = []
         singles = list(zip(self._rows, self._kv.split(), strict=True))
         survivors: list[tuple[Row, Any, int]] = []
         for row, (cache, length) in singles:
             kv = PaddedKV()
             kv.add(cache, length)
             try:
-                draws += self._advance([row], kv, [])
+                draws.append(self._advance([row], kv, []))
             except Exception as exc:
                 out.failed[row.id] = exc
+                self._slots.give_back(row.slot)
                 continue
             survivors.append((row, kv.cache, int(kv.length)))
         joining = []
         for row in self._joining:
             try:
-                draws += self._advance([], PaddedKV(), [row])
+                draws.append(self._advance([], PaddedKV(), [row]))
                 joining.append(row)
             except Exception as exc:
                 out.failed[row.id] = exc
+                self._slots.give_back(row.slot)
         self._kv = PaddedKV()
         self._rows = []
         for row, cache, length in survivors:
             self._kv.add(cache, length)
             self._rows.append(row)
         self._joining = joining
-        return draws
+        if not draws:
+            return None
+        torch = self._torch
+        return _Draws(
+            [r for d in draws for r in d.rows],
+            torch.cat([d.ids for d in draws]),
+            [e for d in draws for e in d.ends],
+            torch.cat([d.hidden for d in draws]),
+        )
 
-    def _settle_draws(self, draws: list[tuple[Row, Any]], out: StepOutput) -> list[Row]:
-        """Record each row's draw; return the rows that ended (EOS or budget)."""
-        ended: list[Row] = []
-        for row, (ids, end) in draws:
-            if end:
-                ended.append(row)
-                continue
-            row.hiddens[row.n] = row.pending_hidden
-            row.tokens[row.n] = ids
-            row.n += 1
-            row.pending = row.pending_hidden = None
-            if row.n >= row.budget:
-                out.truncated.append(row.id)
-                ended.append(row)
+    def _settle_draws(self, draws: _Draws, out: StepOutput) -> list[Row]:
+        """Record each row's draw (one write for all rows); return the rows that ended (EOS
+        or budget)."""
+        ended = [row for row, end in zip(draws.rows, draws.ends, strict=True) if end]
+        live = [i for i, end in enumerate(draws.ends) if not end]
+        if live:
+            rows = [draws.rows[i] for i in live]
+            ids, hidden = draws.ids, draws.hidden
+            if len(live) < len(draws.rows):
+                ids = ids[self._slots.index(live, ids.device)]
+                hidden = hidden[self._slots.index(live, hidden.device)]
+            slots, counts = [r.slot for r in rows], [r.n for r in rows]
+            tokens, hiddens = self._slots.tokens, self._slots.hiddens
+            tokens[self._slots.index(slots, tokens.device), self._slots.index(counts, tokens.device)] = ids
+            hiddens[self._slots.index(slots, hiddens.device), self._slots.index(counts, hiddens.device)] = (
+                hidden
+            )
+            for row in rows:
+                row.n += 1
+                if row.n >= row.budget:
+                    out.truncated.append(row.id)
+                    ended.append(row)
         gone = {id(r) for r in ended}
         for row in self._joining:  # their first token is in: their cache joins the batch's
             if id(row) not in gone:
                 self._kv.add(row.cache, row.length)
                 self._rows.append(row)
-            row.cache = None
+            row.cache = row.pending = row.pending_hidden = None
         self._joining = []
         if gone:
             keep = [i for i, r in enumerate(self._rows) if id(r) not in gone]
@@ -317,14 +412,15 @@ class ChatTTSDecodeLoop(DecodeLoop):
 
     # -- sampling (ChatTTS's logits pipeline, per row) ----------------------------------------
 
-    def _draw(self, rows: list[Row], logits: Any) -> list[tuple[Any, bool]]:
-        """Each row's next token ids ([num_vq] long) and whether they end it, drawn as
+    def _draw(self, rows: list[Row], logits: Any) -> tuple[Any, list[bool]]:
+        """Each row's next token ids ([rows, num_vq] long) and whether they end it, drawn as
         ``GPT.generate`` draws them (one device sync per step, for the end test)."""
         torch = self._torch
         q = self._num_vq
+        slots = [r.slot for r in rows]
         logits = logits.float()
-        logits /= torch.cat([r.temperature for r in rows])
-        logits = self._penalize(rows, logits)
+        logits /= self._slots.temperature[self._slots.index(slots, logits.device)].view(-1, 1)
+        logits = self._penalize(rows, slots, logits)
         logits = self._warp(rows, logits)
         below = [i for i, r in enumerate(rows) if r.n < r.min_tokens]
         if len(below) == len(rows):
@@ -334,27 +430,26 @@ class ChatTTSDecodeLoop(DecodeLoop):
         scores = torch.nn.functional.softmax(logits, dim=-1)
         ids = self._sample(rows, scores).view(len(rows), q)
         ends = ids.eq(self._eos).any(1).tolist()
-        draws = []
         for i, r in enumerate(rows):
-            row_ids, ended = ids[i], ends[i]
             draw = 1
-            while r.n == 0 and ended and draw < MAX_FIRST_DRAWS:  # ChatTTS regenerates an empty start
-                row_ids = self._sample([r], scores[i * q : (i + 1) * q]).view(-1)
-                ended, draw = bool(row_ids.eq(self._eos).any()), draw + 1
-            draws.append((row_ids.to(r.tokens.device), ended))
-        return draws
+            while r.n == 0 and ends[i] and draw < MAX_FIRST_DRAWS:  # ChatTTS regenerates an empty start
+                ids[i] = self._sample([r], scores[i * q : (i + 1) * q]).view(-1)
+                ends[i], draw = bool(ids[i].eq(self._eos).any()), draw + 1
+        return ids.to(self._slots.tokens.device), ends
 
-    def _penalize(self, rows: list[Row], logits: Any) -> Any:
-        """ChatTTS's repetition penalty over each row's last 16 tokens (each codebook apart)."""
+    def _penalize(self, rows: list[Row], slots: list[int], logits: Any) -> Any:
+        """ChatTTS's repetition penalty over each row's last 16 tokens (each codebook apart):
+        the same counts as its one-hot sum, gathered and counted for all rows at once."""
         torch = self._torch
-        window = torch.full(
-            (len(rows), self._num_vq, PENALTY_WINDOW), self._vocab, dtype=torch.long, device=logits.device
-        )
-        for i, r in enumerate(rows):
-            seen = r.tokens[max(0, r.n - PENALTY_WINDOW) : r.n].t().to(logits.device)
-            window[i, :, : seen.size(1)] = seen
-        one_hot = torch.nn.functional.one_hot(window.view(len(rows) * self._num_vq, -1), self._vocab + 1)
-        freq = one_hot.sum(1).narrow(1, 0, self._vocab)
+        tokens = self._slots.tokens
+        back = torch.arange(-PENALTY_WINDOW, 0, device=tokens.device)
+        at = self._slots.index([r.n for r in rows], tokens.device).unsqueeze(1) + back  # [rows, 16]
+        window = tokens[self._slots.index(slots, tokens.device).unsqueeze(1), at.clamp(min=0)]
+        window = window.masked_fill_(at.lt(0).unsqueeze(2), self._vocab)  # before the first: none
+        window = window.permute(0, 2, 1).reshape(len(rows) * self._num_vq, PENALTY_WINDOW)
+        window = window.to(logits.device)
+        freq = torch.zeros(window.size(0), self._vocab + 1, dtype=torch.long, device=logits.device)
+        freq = freq.scatter_add_(1, window, torch.ones_like(window)).narrow(1, 0, self._vocab)
         alpha = torch.pow(REPETITION_PENALTY, freq)
         scores = logits.contiguous()
         return torch.where(scores < 0, scores.multiply(alpha), scores.divide(alpha))
@@ -411,8 +506,10 @@ class ChatTTSDecodeLoop(DecodeLoop):
 
         gpt = self._gpt
         dtype = gpt.gpt.dtype
+        if mask is not None and mask.dim() == 2:
+            mask = mask.to(gpt.device_gpt, dtype=dtype)  # as GPT.generate passes it
         outputs = gpt.gpt(
-            attention_mask=mask.to(gpt.device_gpt, dtype=dtype),
+            attention_mask=mask,
             position_ids=positions.to(gpt.device_gpt, dtype=dtype),
             past_key_values=cache,
             inputs_embeds=emb.to(gpt.device_gpt, dtype=dtype),
@@ -456,10 +553,11 @@ class ChatTTSDecodeLoop(DecodeLoop):
             return
         for row, audio in zip(rows, self._decode(rows), strict=True):
             out.finished[row.id] = audio[row.sent :] if row.stream else audio
-            out.tokens[row.id] = row.tokens[: row.n]
+            out.tokens[row.id] = self._slots.tokens[row.slot, : row.n].clone()
+            self._slots.give_back(row.slot)
 
     def _decode(self, rows: list[Row]) -> list[np.ndarray]:
-        return self._engine.decode_hiddens([r.hiddens[: r.n] for r in rows])
+        return self._engine.decode_hiddens([self._slots.hiddens[r.slot, : r.n] for r in rows])
 
 
 def _warpers(top_p: float | None, top_k: int | None) -> list[Any]:
@@ -472,6 +570,13 @@ def _warpers(top_p: float | None, top_k: int | None) -> list[Any]:
     if top_k is not None:
         warpers.append(TopKLogitsWarper(top_k, min_tokens_to_keep=MIN_TOKENS_TO_KEEP))
     return warpers
+
+
+def _grow(torch: Any, buffer: Any, dim: int, size: int) -> Any:
+    """``buffer`` with zeros appended along ``dim`` up to ``size``."""
+    shape = list(buffer.shape)
+    shape[dim] = size - shape[dim]
+    return torch.cat([buffer, buffer.new_zeros(shape)], dim)
 
 
 def _default_generator_state(torch: Any, device: torch.device) -> Any:

@@ -31,6 +31,7 @@ class PaddedKV:
     def __init__(self) -> None:
         self.cache: Any = None  # a DynamicCache, or None while there are no rows
         self.mask: torch.Tensor | None = None  # [rows, T] bool: real positions
+        self.padded = False  # whether some row is shorter than T (a step then needs a mask)
 
     @property
     def rows(self) -> int:
@@ -45,8 +46,9 @@ class PaddedKV:
         """Append one row: ``cache`` is its own prefill's (batch of one, ``length`` positions)."""
         mask = torch.ones(1, length, dtype=torch.bool, device=_device(cache))
         if self.cache is None or self.mask is None:
-            self.cache, self.mask = cache, mask
+            self.cache, self.mask, self.padded = cache, mask, False
             return
+        self.padded = self.padded or length != self.length
         width = max(self.length, length)
         for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
             mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
@@ -56,7 +58,7 @@ class PaddedKV:
     def keep(self, indices: list[int]) -> None:
         """Keep only the rows at ``indices`` (in that order); cut the columns left unused."""
         if not indices:
-            self.cache, self.mask = None, None
+            self.cache, self.mask, self.padded = None, None, False
             return
         assert self.mask is not None and self.cache is not None
         index = torch.tensor(indices, dtype=torch.long, device=self.mask.device)
@@ -64,6 +66,7 @@ class PaddedKV:
         used = mask.any(0).nonzero()
         first = int(used[0]) if used.numel() else 0
         self.mask = mask[:, first:]
+        self.padded = not bool(self.mask.all())
         for layer in self.cache.layers:
             layer.keys = layer.keys.index_select(0, index)[:, :, first:]
             layer.values = layer.values.index_select(0, index)[:, :, first:]
