@@ -386,13 +386,15 @@ def expectations(runs: list[Run]) -> list[tuple[str, str, bool]]:
                 ratio >= 1.4,
             )
         )
-    checks_runs = [r for r in runs if r.load.endswith("(check)")]
-    if checks_runs:
+    for r in (r for r in runs if r.load.endswith("(check)")):
+        # A check of the method, not a target: below its capacity a server should keep up.  A
+        # request-level batcher's rate depends on its queue (batches fill only behind a backlog),
+        # so its overload rate can overstate what it sustains: the ratio above is then a bound.
         checks.append(
             (
-                "the check runs at 0.9x each scheduler's sustainable throughput keep up",
-                ", ".join(f"{r.server} {r.steady_rps:.2f} of {r.offered:.2f} req/s" for r in checks_runs),
-                all(r.kept_up for r in checks_runs),
+                f"(method check) {r.server} keeps up at 0.9x its sustainable throughput",
+                f"completes {r.steady_rps:.2f} of {r.offered:.2f} req/s offered",
+                r.kept_up,
             )
         )
     at70 = {r.server: r for r in runs if r.load.endswith("(70 %)")}
