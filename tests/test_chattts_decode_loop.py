@@ -111,6 +111,21 @@ def test_greedy_tokens_do_not_depend_on_when_a_row_joined(engine):
     assert len({t.size(0) for t in alone}) > 1  # the rows really had different lengths
 
 
+def test_rows_beyond_max_batch_size_get_slots_of_their_own_and_keep_their_tokens(engine):
+    # The batcher never admits more than TTS_MAX_BATCH_SIZE (4 here) rows; a direct caller may:
+    # the slot buffers grow, and a slot given back is reused without its old tokens leaking.
+    items = [item(engine, t) for t in [*TEXTS, "你好。", "再见，朋友们。"]]
+    alone = greedy_alone(engine, items)
+    loop = greedy_loop(engine)
+    later = min(t.size(0) for t in alone) + 1  # the shortest row has left: its slot is free
+    assert later <= max(t.size(0) for t in alone)  # while others still run
+    together, _, _ = run(loop, {0: [(row, it) for row, it in enumerate(items)], later: [(6, items[2])]})
+    for row, expected in enumerate(alone):
+        assert torch.equal(together[row], expected), row
+    assert torch.equal(together[6], alone[2])  # in a slot another row had filled with its tokens
+    assert loop._slots.tokens.size(0) > engine.settings.max_batch_size
+
+
 def test_rows_with_different_voices_and_settings_share_steps(engine):
     seeded = [
         item(engine, TEXTS[0], seed=5, voice="seed-1"),
