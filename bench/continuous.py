@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import checkpoints  # noqa: E402
 import environment  # noqa: E402
-from http_load import Server, free_port, percentile  # noqa: E402
+from http_load import Server, client_session, free_port, percentile  # noqa: E402
 
 SOURCE = (
     "今天天气很好我们一起去公园散步吧春天来了花园里的花都开了红的黄的白的非常好看小明每天早上七点起床"
@@ -175,18 +175,13 @@ async def post(
     run.results.append((order, len(text), time.perf_counter() - t0, status, t0 - start))
 
 
-def _session() -> aiohttp.ClientSession:
-    timeout = aiohttp.ClientTimeout(total=600)
-    return aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0))
-
-
 async def closed(url: str, server: str, clients: int, total: int, seed: int, round: int = 0) -> Run:
     """``clients`` clients sending ``total`` texts back to back; the steady window ends with the
     last send (then fewer clients are left)."""
     run = Run(server, f"{clients} client{'s' if clients > 1 else ''}", round=round)
     pending = iter(enumerate(texts(total, seed)))
     last_send = 0.0
-    async with _session() as session:
+    async with client_session(0, 600) as session:
         started = time.perf_counter()
 
         async def client() -> None:
@@ -208,7 +203,7 @@ async def open_loop(url: str, server: str, rate: float, seconds: float, seed: in
     count = max(4, int(rate * seconds))
     run = Run(server, f"{rate:.3g}/s open", offered=rate, round=round)
     corpus = texts(count, seed)
-    async with _session() as session:
+    async with client_session(0, 600) as session:
         start = time.perf_counter()
 
         async def one(i: int) -> None:
@@ -228,7 +223,7 @@ async def one_client_side_by_side(servers: dict[str, object], total: int, seed: 
     flipped at every text: drift hits them alike."""
     runs = {name: Run(name, "1 client", round=round) for name in servers}
     names = list(servers)
-    async with _session() as session:
+    async with client_session(0, 600) as session:
         started = time.perf_counter()
         for order, text in enumerate(texts(total, seed)):
             for name in names if order % 2 == 0 else names[::-1]:

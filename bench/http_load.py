@@ -280,7 +280,8 @@ class _Measured:
             previous = cumulative
 
 
-def _session(connections: int, timeout_s: float) -> aiohttp.ClientSession:
+def client_session(connections: int, timeout_s: float) -> aiohttp.ClientSession:
+    """A client session with ``connections`` connections at most (0: no limit)."""
     return aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=timeout_s), connector=aiohttp.TCPConnector(limit=connections)
     )
@@ -302,7 +303,7 @@ async def closed_loop(
     texts = corpus(corpus_name, total, seed)
     point = Point(label, "closed", corpus_name, concurrency=concurrency, stream=stream)
     pending = iter(texts)
-    async with _session(concurrency + 4, timeout_s) as session:
+    async with client_session(concurrency + 4, timeout_s) as session:
 
         async def client() -> None:
             for text in pending:  # one shared iterator: each text is taken once
@@ -328,7 +329,7 @@ async def open_loop(
     count = max(1, int(rate * seconds))
     texts = corpus(corpus_name, count, seed)
     point = Point(label, "open", corpus_name, rate=rate)
-    async with _session(4000, timeout_s) as session:
+    async with client_session(4000, timeout_s) as session:
         async with _Measured(session, url, point, pid) as start:
 
             async def one(i: int) -> None:

@@ -395,12 +395,11 @@ class ChatTTSDecodeLoop(DecodeLoop):
             if len(live) < len(draws.rows):
                 ids = ids[self._slots.index(live, ids.device)]
                 hidden = hidden[self._slots.index(live, hidden.device)]
-            slots, counts = [r.slot for r in rows], [r.n for r in rows]
             tokens, hiddens = self._slots.tokens, self._slots.hiddens
-            tokens[self._slots.index(slots, tokens.device), self._slots.index(counts, tokens.device)] = ids
-            hiddens[self._slots.index(slots, hiddens.device), self._slots.index(counts, hiddens.device)] = (
-                hidden
-            )
+            slots = self._slots.index([r.slot for r in rows], tokens.device)
+            counts = self._slots.index([r.n for r in rows], tokens.device)
+            tokens[slots, counts] = ids
+            hiddens[slots.to(hiddens.device), counts.to(hiddens.device)] = hidden  # (no copy on one device)
             for row in rows:
                 row.n += 1
                 if row.n >= row.budget:
@@ -426,9 +425,9 @@ class ChatTTSDecodeLoop(DecodeLoop):
         ``GPT.generate`` draws them (one device sync per step, for the end test)."""
         torch = self._torch
         q = self._num_vq
-        slots = [r.slot for r in rows]
+        slots = self._slots.index([r.slot for r in rows], self._slots.tokens.device)
         logits = logits.float()
-        logits /= self._slots.temperature[self._slots.index(slots, logits.device)].view(-1, 1)
+        logits /= self._slots.temperature[slots.to(logits.device)].view(-1, 1)
         logits = self._penalize(rows, slots, logits)
         logits = self._warp(rows, logits)
         below = [i for i, r in enumerate(rows) if r.n < r.min_tokens]
@@ -446,14 +445,15 @@ class ChatTTSDecodeLoop(DecodeLoop):
                 ends[i], draw = bool(ids[i].eq(self._eos).any()), draw + 1
         return ids.to(self._slots.tokens.device), ends
 
-    def _penalize(self, rows: list[Row], slots: list[int], logits: Any) -> Any:
+    def _penalize(self, rows: list[Row], slots: Any, logits: Any) -> Any:
         """ChatTTS's repetition penalty over each row's last 16 tokens (each codebook apart):
-        the same counts as its one-hot sum, gathered and counted for all rows at once."""
+        the same counts as its one-hot sum, gathered and counted for all rows at once.
+        ``slots``: the rows' slots, an index on the token buffer's device."""
         torch = self._torch
         tokens = self._slots.tokens
         back = torch.arange(-PENALTY_WINDOW, 0, device=tokens.device)
         at = self._slots.index([r.n for r in rows], tokens.device).unsqueeze(1) + back  # [rows, 16]
-        window = tokens[self._slots.index(slots, tokens.device).unsqueeze(1), at.clamp(min=0)]
+        window = tokens[slots.unsqueeze(1), at.clamp(min=0)]
         window = window.masked_fill_(at.lt(0).unsqueeze(2), self._vocab)  # before the first: none
         window = window.permute(0, 2, 1).reshape(len(rows) * self._num_vq, PENALTY_WINDOW)
         window = window.to(logits.device)
