@@ -6,6 +6,7 @@ subprocess (the benchmark drivers themselves never import torch).
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,19 @@ def ensure_checkpoint(full_size: bool, cache: Path) -> Path:
         args = [sys.executable, str(ROOT / "tests" / "chattts_checkpoint.py"), str(out)]
         subprocess.run([*args, "--full-size"] if full_size else args, check=True, stdout=subprocess.DEVNULL)
     return out
+
+
+def ensure_sha256_map(checkpoint: Path) -> Path:
+    """The checkpoint's own sha256 map (``TTS_MODEL_SHA256_FILE``), written once if missing
+    (checkpoints built before the builder wrote it)."""
+    path = checkpoint / "sha256-map.json"
+    if not path.exists():
+        from tts_service.engines.chattts_model import MODEL_FILES
+        from tts_service.engines.weight_hash_cache import sha256_file
+
+        asset = checkpoint / "asset"
+        path.write_text(json.dumps({key: sha256_file(asset / name) for name, key in MODEL_FILES}, indent=1))
+    return path
 
 
 def chattts_env(checkpoint: Path) -> dict[str, str]:

@@ -37,7 +37,8 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "service"))
 
-from tts_service.engines.chattts_model import MODEL_FILES, fresh_config, sha256_file  # noqa: E402
+from tts_service.engines.chattts_model import MODEL_FILES, fresh_config  # noqa: E402
+from tts_service.engines.weight_hash_cache import sha256_file  # noqa: E402
 
 BASE_VOCAB_SIZE = 21_128
 CHATTTS_TOKENS = (
@@ -171,7 +172,14 @@ def build_checkpoint(out: Path, full_size: bool = False, seed: int = 0) -> dict[
 
     (out / "chattts-config.json").write_text(json.dumps(overrides, ensure_ascii=False, indent=1))
     hashes = {key: sha256_file(asset / name) for name, key in MODEL_FILES}
-    return {"asset": asset, "config": out / "chattts-config.json", "sha256": hashes}
+    # Its own sha256 map, for TTS_MODEL_SHA256_FILE (verification on for random weights).
+    (out / "sha256-map.json").write_text(json.dumps(hashes, indent=1))
+    return {
+        "asset": asset,
+        "config": out / "chattts-config.json",
+        "sha256": hashes,
+        "sha256_file": out / "sha256-map.json",
+    }
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,8 +1,8 @@
 """The ChatTTS engine on a random-weights checkpoint of the real architecture (CPU, no downloads).
 
 The checkpoint is built by tests/chattts_checkpoint.py and loaded through ChatTTS's real
-loader (``Chat.load(source="custom")``) with its real sha256 check, fed the generated
-files' hashes.  Random weights stop at random or run to the cap, so every call here is
+loader (``Chat._load``), after the engine's sha256 check against the generated files' own
+hashes (``Chat.load``'s second check of the same files is skipped).  Random weights stop at random or run to the cap, so every call here is
 bounded by ``TTS_MAX_NEW_TOKENS``.
 """
 
@@ -118,6 +118,7 @@ def test_custom_weights_load_with_verification_off_from_a_parent_dir(checkpoint)
     parent = Path(checkpoint["asset"]).parent  # a directory that CONTAINS asset/
     engine = ChatTTSEngine(settings_for(checkpoint, model_dir=str(parent), model_verify=False))
     engine.load()
+    assert engine.weight_hashes.hashed == []  # unverified weights are not read twice
     try:
         (audio,) = engine.synthesize(items_for(engine, ["你好"]))
         assert audio.dtype == np.float32 and audio.size > 0

@@ -11,7 +11,7 @@ import wave
 
 import pytest
 from chattts_checkpoint import build_checkpoint
-from metric_samples import metric_at
+from metric_samples import metric_at, samples_of
 from service_process import ServiceProcess, running_service
 from test_process import post_speech, post_speech_answer, wait_for_queue_depth, wait_for_status
 
@@ -64,6 +64,15 @@ def test_chattts_service_over_http(checkpoint, scheduler):
         # Ready only after load and warmup, both timed and exported.
         assert metric_at(service.url, "tts_model_load_seconds") > 0
         assert metric_at(service.url, "tts_warmup_seconds") > 0
+        # Each start-up phase is exported; only the scheduler's own path was warmed up.
+        phases = {
+            labels[0][1]
+            for name, labels in samples_of(urllib.request.urlopen(service.url + "/metrics").read().decode())
+            if name == "tts_startup_phase_seconds"
+        }
+        assert {"imports", "weight_verification", "module_construction", "weight_loading"} <= phases
+        warmed = {"warmup_decode_loop"} if scheduler == "continuous" else {"warmup_generation"}
+        assert {p for p in phases if p.startswith("warmup_") and p != "warmup_text_normalizer"} == warmed
 
         status, headers, body = post(
             service.url,

@@ -60,6 +60,7 @@ METRIC_NAMES = (
     "tts_ready",
     "tts_model_load_seconds",
     "tts_warmup_seconds",
+    "tts_startup_phase_seconds",
     BUILD_INFO,
 )
 
@@ -180,6 +181,13 @@ class Metrics:
         self.warmup_seconds = Gauge(
             "tts_warmup_seconds",
             "Time the start-up warmup (first-call compilation, caches) took.",
+            registry=r,
+        )
+        self.startup_phase_seconds = Gauge(
+            "tts_startup_phase_seconds",
+            "Time each phase of the engine's start-up took (imports, weight_verification, "
+            "module_construction, weight_loading, warmup_..., as the engine records them).",
+            ["phase"],
             registry=r,
         )
         self.build = Info("tts_build", "Version, engine and scheduler of this service.", registry=r)

@@ -116,7 +116,17 @@ class Settings:
     default_voice: str = _setting(
         "", "Voice used when a request names none; empty = chosen by the text's script."
     )
-    warmup: bool = _setting(True, "Run a synthesis at start-up before /readyz reports ready.")
+    warmup: bool = _setting(
+        True,
+        "Before /readyz reports ready, run the few tokens that make the first request cost what "
+        "later ones do (compilation, lazy imports, device memory).",
+    )
+    cache_dir: str = _setting(
+        "",
+        "Writable directory for start-up caches kept between starts: verified weight hashes, "
+        "numba's compiled text normalizer (and TORCHINDUCTOR_CACHE_DIR's default); empty = none, "
+        "every start verifies and compiles afresh.",
+    )
     shutdown_timeout_s: float = _setting(
         30.0, "On SIGTERM, how long to finish queued and in-flight requests.", minimum=0
     )
@@ -143,6 +153,11 @@ class Settings:
     model_verify: bool = _setting(
         True,
         "Check the ChatTTS weights against the official sha256 map; false accepts custom (fine-tuned) weights.",
+    )
+    model_sha256_file: str = _setting(
+        "",
+        "JSON sha256 map (the format of ChatTTS's res/sha256_map.json) to check the weights against "
+        "instead of the official one, e.g. a fine-tune's published hashes; empty = the official map.",
     )
     chattts_config: str = _setting(
         "", "JSON file overriding ChatTTS's module sizes, for checkpoints not of the official geometry."

@@ -141,8 +141,13 @@ class SpeechService:
     async def start(self) -> None:
         """Load and warm up the engine, then start batching; raises if loading fails."""
         try:
-            load_seconds, warmup_seconds = await self.worker.start(warmup=self.settings.warmup)
-            if self.scheduler == "continuous":  # the token loop, warmed up in its own shapes
+            # Requests go through one path only: the token loop (continuous) or whole engine
+            # calls (request), so only that path is warmed up.
+            continuous = self.scheduler == "continuous"
+            load_seconds, warmup_seconds = await self.worker.start(
+                warmup=self.settings.warmup and not continuous
+            )
+            if continuous:
                 started = time.perf_counter()
                 await self.worker.start_rows(warmup=self.settings.warmup)
                 warmup_seconds += time.perf_counter() - started
@@ -152,6 +157,8 @@ class SpeechService:
             raise
         self.metrics.model_load_seconds.set(load_seconds)
         self.metrics.warmup_seconds.set(warmup_seconds)
+        for phase, seconds in self.engine.startup_phases().items():
+            self.metrics.startup_phase_seconds.labels(phase).set(seconds)
         if self.scheduler == "request" and self.settings.scheduler == "continuous":
             log.info(
                 "the %s engine has no token loop: requests are batched per engine call", self.engine.name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 from ..settings import Settings
 from .base import (
     ENGINE_FIELDS,
@@ -34,13 +36,14 @@ def create_engine(settings: Settings) -> Engine:
 
         return EspeakEngine(default_voice=settings.default_voice)
     if settings.engine == "chattts":
-        try:
-            import ChatTTS  # noqa: F401
-            import torch  # noqa: F401
-        except ImportError as exc:
+        # Found, not imported: torch, transformers and ChatTTS take seconds to import, and the
+        # worker thread imports them while the HTTP server already answers /healthz.
+        missing = [name for name in ("torch", "ChatTTS") if importlib.util.find_spec(name) is None]
+        if missing:
             raise ValueError(
-                f"TTS_ENGINE=chattts needs the chattts extra (pip install 'kubetts[chattts]'): {exc}"
-            ) from None
+                "TTS_ENGINE=chattts needs the chattts extra (pip install 'kubetts[chattts]'): "
+                f"no module named {', '.join(missing)}"
+            )
         from .chattts import ChatTTSEngine
 
         return ChatTTSEngine(settings)

@@ -10,6 +10,9 @@ Engines make audio; where it goes (a response, a stream) is the worker's busines
 from __future__ import annotations
 
 import abc
+import contextlib
+import sys
+import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -36,6 +39,18 @@ OPENAI_VOICE_NAMES = (
     "marin",
     "cedar",
 )
+
+
+class StartupPhases(dict[str, float]):
+    """Seconds each start-up phase took, in the order they ran (``tts_startup_phase_seconds``)."""
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[phase] = self.get(phase, 0.0) + time.perf_counter() - started
 
 
 @dataclass(frozen=True)
@@ -204,6 +219,15 @@ class Engine(abc.ABC):
         """Run representative work so the first real request pays no first-call costs."""
         voice = self.resolve_voice(None, "Warm up.")
         self.synthesize([SynthesisItem("Warm up.", voice)] * min(2, self.max_batch_size))
+
+    def startup_phases(self) -> dict[str, float]:
+        """Seconds of each phase of :meth:`load` and :meth:`warmup` (default: none recorded)."""
+        return {}
+
+    def first_call_counters(self) -> dict[str, int]:
+        """One-time costs paid so far, as counts (compilations, lazy imports, device memory
+        segments): after a complete warmup a request leaves them all unchanged."""
+        return {"modules_imported": len(sys.modules)}
 
     @abc.abstractmethod
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:

@@ -4,7 +4,10 @@ One engine call = one batched generation for all of the batch's texts.  Things t
 module does deliberately, each because ChatTTS would otherwise get it wrong for a server:
 
 - **Loading** goes through :mod:`.chattts_model` (clear errors for a missing or wrong
-  file, never ``source="local"``), with a FRESH ``Config`` per instance.
+  file, each file hashed once at most and remembered in ``TTS_CACHE_DIR``, never
+  ``source="local"``), with a FRESH ``Config`` per instance, modules built without random
+  initialisation (:mod:`.chattts_startup`).  Warmup runs only the few tokens that make the
+  first request cost what later ones do.
 - **Fresh parameter objects per call.**  ``Chat.infer``'s default ``InferCodeParams`` /
   ``RefineTextParams`` are shared objects that ``infer`` mutates (``spk_smp``).
 - **Normalization.**  Left to itself ChatTTS silently deletes digits and many symbols
@@ -46,21 +49,41 @@ other rows of its batch.  Determinism is only promised for a request served alon
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..control_tokens import TOKEN_FORMS
-from ..settings import Settings
+from ..settings import TORCHINDUCTOR_CACHE_DIR_ENV, Settings
 from ..text_normalization import TextNormalizer, detect_language
-from . import chattts_decode_loop, chattts_device, chattts_model, chattts_text, chattts_voices
-from .base import ENGINE_FIELDS, Engine, RequestRules, ResolvedVoice, SynthesisItem, VoiceInfo
+from . import (
+    chattts_device,
+    chattts_model,
+    chattts_startup,
+    chattts_text,
+    chattts_voices,
+)
+from .base import (
+    ENGINE_FIELDS,
+    Engine,
+    RequestRules,
+    ResolvedVoice,
+    StartupPhases,
+    SynthesisItem,
+    VoiceInfo,
+)
 from .failures import Failure
+from .weight_hash_cache import WeightHashCache
+
+if TYPE_CHECKING:
+    from .chattts_decode_loop import ChatTTSDecodeLoop
 
 log = logging.getLogger("tts_service.engines.chattts")
 
@@ -73,6 +96,10 @@ TOKENS_PER_CHAR = 12
 MIN_TOKEN_BUDGET = 48
 # Streaming: samples of the last tokens are held back until more tokens (or the end) arrive.
 STREAM_HOLDBACK_TOKENS = 2
+# Warmup: a short text, and the fewest tokens that take a generation through every stage
+# (prefill, steps, the decoder and the vocoder) at the shapes requests use.
+WARMUP_TEXT = "热身一下。"
+WARMUP_TOKENS = 4
 # OpenAI's instructions, as ChatTTS can honour them: its refine-text prompt.
 REFINE_PROMPT = r"(\[(?:oral_[0-9]|laugh_[0-2]|break_[0-7])\])+"
 
@@ -125,9 +152,8 @@ class ChatTTSEngine(Engine):
         self._chat: Any = None
         self._embeddings: chattts_voices.SpeakerEmbeddings | None = None  # once loaded
         self._normalizer: TextNormalizer | None = None
-        self._temp_root = (
-            None  # a TemporaryDirectory holding ChatTTS's view of the weights, if one was needed
-        )
+        self._startup = StartupPhases()
+        self.weight_hashes = WeightHashCache(settings.cache_dir)  # verified files' sha256, kept
         self.device: Any = None
         self.last_batch = BatchStats()
 
@@ -182,9 +208,13 @@ class ChatTTSEngine(Engine):
     # -- worker thread ---------------------------------------------------------------------
 
     def load(self) -> None:
-        import torch
-        from ChatTTS import Chat
-        from ChatTTS.config import Config
+        """Verify and load the weights; each phase is timed (:meth:`startup_phases`)."""
+        phases = self._startup
+        with phases.timed("imports"):  # torch, transformers and ChatTTS: most of a start on a CPU
+            import torch
+            from ChatTTS import Chat
+            from ChatTTS.config import Config
+            from transformers import LlamaModel
 
         s = self._settings
         asset = chattts_model.asset_dir(s.model_dir)
@@ -197,25 +227,56 @@ class ChatTTSEngine(Engine):
         chattts_log.setLevel(max(logging.INFO, chattts_log.getEffectiveLevel()))
         chat = Chat(chattts_log)
         chat.config = chattts_model.fresh_config(Config(), geometry)
-        official = self._sha256_map or chat.sha256_map
-        chat.sha256_map = chattts_model.verify(asset, official, check_hashes=s.model_verify)
-        root, self._temp_root = chattts_model.chattts_root(asset)
+        with phases.timed("weight_verification"):
+            expected = (
+                self._sha256_map or chattts_model.load_sha256_map(s.model_sha256_file) or chat.sha256_map
+            )
+            chattts_model.verify(asset, expected, s.model_verify, self.weight_hashes)
+        chattts_startup.cache_numba(s.cache_dir)
+        if s.cache_dir:  # torch.compile's kernels next to the other caches, unless placed already
+            os.environ.setdefault(TORCHINDUCTOR_CACHE_DIR_ENV, os.path.join(s.cache_dir, "torchinductor"))
         if s.compile and self.device.type != "cuda":
             log.warning("TTS_COMPILE is on but the device is %s: ChatTTS compiles on CUDA only", self.device)
-        if not chat.load(source="custom", custom_path=str(root), device=self.device, compile=s.compile):
+        started = time.perf_counter()
+        # Chat.load would hash every file again (its source="custom" check): its loader is
+        # called directly, on the files verified above.
+        with chattts_startup.lean_load(torch, LlamaModel) as weight_seconds:
+            loaded = chat._load(
+                device=self.device,
+                compile=s.compile,
+                **chattts_model.model_paths(asset, dataclasses.asdict(chat.config.path)),
+            )
+        phases["module_construction"] = time.perf_counter() - started - weight_seconds[0]
+        phases["weight_loading"] = weight_seconds[0]
+        if not loaded:
             raise chattts_model.ModelError(
                 f"TTS_MODEL_DIR={asset}: ChatTTS could not load the weights (see the log above)"
             )
         if s.half_precision:
             # ChatTTS casts the GPT's inputs to the Llama's dtype and its outputs back to float32.
             chat.gpt.gpt = chat.gpt.gpt.to(dtype=torch.float16)
-        chattts_device.reserve_cuda_pool(torch, self.device, s.cuda_memory_pool_mb)
-        self._normalizer = TextNormalizer()
+        with phases.timed("cuda_memory_pool"):
+            chattts_device.reserve_cuda_pool(torch, self.device, s.cuda_memory_pool_mb)
+        with phases.timed("text_normalizer"):
+            self._normalizer = TextNormalizer()
         self._embeddings = chattts_voices.SpeakerEmbeddings(self._specs, chat.speaker.std, chat.speaker.mean)
         self._chat = chat
         log.info(
-            "ChatTTS loaded from %s on %s (%d torch threads)", asset, self.device, torch.get_num_threads()
+            "ChatTTS loaded from %s on %s (%d torch threads; %d weight files hashed, %d remembered)",
+            asset,
+            self.device,
+            torch.get_num_threads(),
+            len(self.weight_hashes.hashed),
+            len(chattts_model.MODEL_FILES) - len(self.weight_hashes.hashed) if s.model_verify else 0,
         )
+
+    def startup_phases(self) -> dict[str, float]:
+        return dict(self._startup)
+
+    def first_call_counters(self) -> dict[str, int]:
+        import torch
+
+        return chattts_startup.first_call_counters(torch, self.device, self._settings.compile)
 
     def prepare_texts(self, items: Sequence[SynthesisItem]) -> list[str]:
         """The texts as ChatTTS's tokenizer will see them: normalized around their control
@@ -264,16 +325,30 @@ class ChatTTSEngine(Engine):
             refined.destroy()
         return texts
 
-    def decode_loop(self) -> chattts_decode_loop.ChatTTSDecodeLoop:
+    def decode_loop(self) -> ChatTTSDecodeLoop:
         """Continuous batching: this engine's GPT decode loop driven row by row."""
-        return chattts_decode_loop.ChatTTSDecodeLoop(self)
+        from .chattts_decode_loop import ChatTTSDecodeLoop  # imports torch: after load only
+
+        return ChatTTSDecodeLoop(self)
 
     def warmup(self) -> None:
-        """One batch at the max batch size and one at 1, both short: compiles numba's
-        normalizer code (~1.35 s on first use) and torch's kernels before /readyz."""
-        voice = self.resolve_voice(None, "热身")
-        for size in (self.max_batch_size, 1):
-            self._generate([SynthesisItem("热身一下。", voice)] * size, max_new_token=MIN_TOKEN_BUDGET)
+        """What the first request would pay for, with the fewest tokens (request scheduler).
+
+        The text normalizer's numba code (compiled, or loaded from ``TTS_CACHE_DIR``), one
+        generation of :data:`WARMUP_TOKENS` tokens decoded to audio (torch's first calls, the
+        lazy imports on that path), and on CUDA one at the max batch size (the allocator's
+        blocks for a full batch).  :meth:`first_call_counters` stay unchanged by the first
+        request after it (a test checks).
+        """
+        voice = self.resolve_voice(None, WARMUP_TEXT)
+        item = SynthesisItem(WARMUP_TEXT, voice)
+        with self._startup.timed("warmup_text_normalizer"):
+            self.prepare_texts([item])
+        with self._startup.timed("warmup_generation"):
+            self._generate([item], max_new_token=WARMUP_TOKENS)
+        if self.device is not None and self.device.type == "cuda" and self.max_batch_size > 1:
+            with self._startup.timed("warmup_full_batch"):
+                self._generate([item] * self.max_batch_size, max_new_token=WARMUP_TOKENS)
 
     def synthesize(self, items: Sequence[SynthesisItem]) -> list[np.ndarray]:
         texts, rows = self._speakable(items)
@@ -525,6 +600,3 @@ class ChatTTSEngine(Engine):
         if self._chat is not None:
             self._chat.unload()
             self._chat = None
-        if self._temp_root is not None:
-            self._temp_root.cleanup()
-            self._temp_root = None

@@ -173,19 +173,37 @@ class ChatTTSDecodeLoop(DecodeLoop):
         return len(self._rows) + len(self._joining) + len(self._empty)
 
     def warmup(self) -> None:
-        """Two short rows joining a step apart, run to their end: the loop's own shapes (a
-        prefill, a join into the padded cache, batched steps, a leave) are compiled and
-        allocated before the first request."""
-        voice = self._engine.resolve_voice(None, "热身")
-        self.admit(-1, SynthesisItem("热身一下。", voice), stream=False, eager=lambda: True)
-        self.step()
-        self.admit(-2, SynthesisItem("热身。", voice), stream=False, eager=lambda: True)
-        while self.rows:
+        """The loop's own shapes with the fewest tokens, before the first request: a prefill,
+        a second (streamed) row joining a step later into the padded cache, batched steps, both
+        leaving and being decoded; on CUDA also every slot filled at once (the allocator's
+        blocks for a full batch).  Each row runs :data:`~.chattts.WARMUP_TOKENS` tokens."""
+        from .chattts import WARMUP_TEXT, WARMUP_TOKENS
+
+        engine = self._engine
+        voice = engine.resolve_voice(None, WARMUP_TEXT)
+        with engine._startup.timed("warmup_decode_loop"):
+            self._admit(-1, SynthesisItem(WARMUP_TEXT, voice), False, _always, WARMUP_TOKENS)
             self.step()
+            self._admit(-2, SynthesisItem("热身。", voice), True, _always, WARMUP_TOKENS)
+            while self.rows:
+                self.step()
+        device = self._gpt.device
+        if device.type == "cuda" and self._slots.tokens.size(0) > 1:
+            with engine._startup.timed("warmup_full_batch"):
+                for row in range(self._slots.tokens.size(0)):
+                    self._admit(-3 - row, SynthesisItem(WARMUP_TEXT, voice), False, _always, WARMUP_TOKENS)
+                while self.rows:
+                    self.step()
 
     # -- admission ---------------------------------------------------------------------------
 
     def admit(self, row: int, item: SynthesisItem, *, stream: bool, eager: Callable[[], bool]) -> None:
+        self._admit(row, item, stream, eager, None)
+
+    def _admit(
+        self, row: int, item: SynthesisItem, stream: bool, eager: Callable[[], bool], budget: int | None
+    ) -> None:
+        """:meth:`admit`, with the row's token budget given (warmup) or from its text (None)."""
         torch = self._torch
         engine, chat, gpt = self._engine, self._chat, self._gpt
         text = engine.prepare_texts([item])[0]
@@ -194,7 +212,7 @@ class ChatTTSDecodeLoop(DecodeLoop):
             return
         settings = engine.settings
         options = item.options
-        budget = engine.row_budget(text, item.speed)
+        budget = engine.row_budget(text, item.speed) if budget is None else budget
         generator = None
         with torch.inference_mode():
             if options.seed is not None:
@@ -567,6 +585,10 @@ class ChatTTSDecodeLoop(DecodeLoop):
 
     def _decode(self, rows: list[Row]) -> list[np.ndarray]:
         return self._engine.decode_hiddens([self._slots.hiddens[r.slot, : r.n] for r in rows])
+
+
+def _always() -> bool:
+    return True
 
 
 def _warpers(top_p: float | None, top_k: int | None) -> list[Any]:

@@ -5,15 +5,18 @@ place, before torch is touched, and say which file is missing or wrong.
 
 Layout.  ``TTS_MODEL_DIR`` is ChatTTS's ``asset/`` tree -- the directory holding
 ``Vocos.safetensors``, ``gpt/config.json`` and the rest -- or a directory that contains
-``asset/``.  ChatTTS itself wants the parent of ``asset/``; when the setting points at the
-tree itself (a volume mounted with ``subPath: asset``), :func:`chattts_root` links it
-into a private temporary directory instead of writing next to read-only weights.
+``asset/`` (a volume mounted with ``subPath: asset`` works as well as the whole tree).
+:func:`model_paths` names each file for ChatTTS's loader directly, so nothing is written
+or linked next to read-only weights.
 
-Verification.  The files are checked against ChatTTS's official sha256 map before any
-loading.  ChatTTS is always loaded with ``source="custom"``, never ``"local"``: on a hash
-mismatch ``"local"`` renames the files to ``*.bak`` and tries to download new ones, which
-in a cluster destroys a mounted model.  ``TTS_MODEL_VERIFY=false`` accepts other weights
-(fine-tuned ones): their own hashes are then computed and handed to ChatTTS's check.
+Verification.  The files are checked against ChatTTS's official sha256 map (or the map in
+``TTS_MODEL_SHA256_FILE``) before any loading, each file hashed once at most, and not at
+all when ``TTS_CACHE_DIR`` remembers it unchanged (:mod:`.weight_hash_cache`).  ChatTTS's
+own check (``Chat.load`` hashes every file again, ~1 s per GB) is not run: the engine
+calls ChatTTS's loader past it.  ChatTTS's ``source="local"`` is never used either: on a
+hash mismatch it renames the files to ``*.bak`` and tries to download new ones, which in a
+cluster destroys a mounted model.  ``TTS_MODEL_VERIFY=false`` accepts other weights
+(fine-tuned ones) unhashed: every file must exist, nothing is read twice.
 
 Geometry.  The official checkpoint's module sizes are ChatTTS's ``Config`` defaults.  A
 checkpoint of another size (a fine-tune with a smaller decoder, the random-weights one the
@@ -23,14 +26,12 @@ tests build) names its sizes in a JSON file given by ``TTS_CHATTTS_CONFIG``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from ..errors import TTSError
+from .weight_hash_cache import WeightHashCache
 
 # (path inside asset/, the key of ChatTTS's res/sha256_map.json)
 MODEL_FILES: tuple[tuple[str, str], ...] = (
@@ -64,46 +65,54 @@ def asset_dir(model_dir: str) -> Path:
     return root
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify(asset: Path, official: dict[str, str], check_hashes: bool) -> dict[str, str]:
-    """The sha256 map ChatTTS should check ``asset`` against; raise :class:`ModelError`.
-
-    With ``check_hashes`` every file must match ``official`` (ChatTTS's own map).
-    Without, every file must exist and its own hash is returned.
-    """
+def verify(asset: Path, official: dict[str, str], check_hashes: bool, hashes: WeightHashCache) -> None:
+    """Raise :class:`ModelError` unless every file exists and, with ``check_hashes``, has
+    the sha256 that ``official`` (ChatTTS's map, or ``TTS_MODEL_SHA256_FILE``'s) gives it."""
     missing = [name for name, _ in MODEL_FILES if not (asset / name).is_file()]
     if missing:
         raise ModelError(
             f"TTS_MODEL_DIR={asset}: missing {', '.join(missing)} "
             f"(a ChatTTS asset/ tree holds: {', '.join(name for name, _ in MODEL_FILES)})"
         )
-    result = dict(official)
-    for name, key in MODEL_FILES:
-        actual = sha256_file(asset / name)
-        if check_hashes and actual != official.get(key):
-            raise ModelError(
-                f"TTS_MODEL_DIR={asset}: {name} has sha256 {actual[:16]}..., the official "
-                f"ChatTTS file has {str(official.get(key))[:16]}...; use the official weights, or set "
-                "TTS_MODEL_VERIFY=false to load custom (fine-tuned) weights"
-            )
-        result[key] = actual
-    return result
+    if not check_hashes:
+        return
+    try:
+        for name, key in MODEL_FILES:
+            actual = hashes.sha256(asset / name)
+            if actual != official.get(key):
+                raise ModelError(
+                    f"TTS_MODEL_DIR={asset}: {name} has sha256 {actual[:16]}..., the expected "
+                    f"file has {str(official.get(key))[:16]}...; use the official weights (or give "
+                    "their own map in TTS_MODEL_SHA256_FILE), or set TTS_MODEL_VERIFY=false to load "
+                    "custom (fine-tuned) weights unchecked"
+                )
+    finally:
+        hashes.save()  # what was hashed is remembered, a mismatch included
 
 
-def chattts_root(asset: Path) -> tuple[Path, tempfile.TemporaryDirectory | None]:
-    """The directory to pass as ChatTTS's ``custom_path`` (the parent of an ``asset`` entry)."""
-    if asset.name == "asset":
-        return asset.parent, None
-    holder = tempfile.TemporaryDirectory(prefix="kubetts-chattts-")
-    os.symlink(asset, Path(holder.name) / "asset", target_is_directory=True)
-    return Path(holder.name), holder
+def load_sha256_map(path: str) -> dict[str, str] | None:
+    """The sha256 map in ``TTS_MODEL_SHA256_FILE`` (empty: None, ChatTTS's official one)."""
+    if not path:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ModelError(f"TTS_MODEL_SHA256_FILE={path}: cannot read it ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"TTS_MODEL_SHA256_FILE={path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    keys = [key for _, key in MODEL_FILES]
+    if not isinstance(data, dict) or not all(isinstance(data.get(key), str) for key in keys):
+        raise ModelError(
+            f"TTS_MODEL_SHA256_FILE={path}: expected a JSON object with a sha256 string for each of "
+            + ", ".join(keys)
+        )
+    return {key: data[key] for key in keys}
+
+
+def model_paths(asset: Path, config_paths: dict[str, str]) -> dict[str, str]:
+    """ChatTTS's loader arguments (``Config().path``: ``vocos_ckpt_path='asset/Vocos...'``)
+    pointed at the files in ``asset``."""
+    return {key: str(asset / rel.removeprefix("asset/")) for key, rel in config_paths.items()}
 
 
 def load_geometry(path: str) -> dict[str, Any]:
