@@ -219,3 +219,42 @@ def test_a_batch_answered_at_once_is_one_completion_event():
     for start in (0.0, 3.0, 5.5):
         run = Run("r", "2/s open", offered=2.0, results=results, steady_from=start, steady_to=start + 20)
         assert abs(run.steady_rps - 2.0) < 1e-9, start
+
+
+def test_quick_cold_start_bench_measures_every_start_and_reports_the_goals(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "cold_start.py"), "--quick", "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    (report,) = tmp_path.glob("*-cold-start-quick.md")
+    data = json.loads(report.with_suffix(".json").read_text())
+    labels = {row["label"] for row in data["configurations"]}
+    assert "chattts, warmup on, verify on, second start" in labels and "espeak, warmup on" in labels
+    for start in data["starts"]:
+        assert 0 < start["listening_s"] <= start["ready_s"] and start["steady_s"], start
+        if start["config"]["engine"] == "chattts":
+            # The engine's phases came from tts_startup_phase_seconds; warmup only when asked.
+            assert {"imports", "weight_loading"} <= set(start["phases"])
+            assert ("warmup_decode_loop" in start["phases"]) == start["config"]["warmup"]
+    goals = {g["goal"] for g in data["meta"]["goals"]}
+    assert "second start / first start, process start -> ready (verify on, warmup on)" in goals
+    assert "## Goals (ratios within this run)" in report.read_text() and "commit:" in report.read_text()
+
+
+def test_the_gpu_cold_start_bench_says_so_where_there_is_no_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the measurement would run")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "cold_start.py"), "--gpu", "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "no CUDA device here" in result.stdout and "nothing measured" in result.stdout
+    assert list(tmp_path.iterdir()) == []

@@ -147,10 +147,13 @@ class SpeechService:
             load_seconds, warmup_seconds = await self.worker.start(
                 warmup=self.settings.warmup and not continuous
             )
-            if continuous:
+            if continuous:  # setting the token loop up belongs to the load, its warmup to the warmup
                 started = time.perf_counter()
                 await self.worker.start_rows(warmup=self.settings.warmup)
-                warmup_seconds += time.perf_counter() - started
+                if self.settings.warmup:
+                    warmup_seconds += time.perf_counter() - started
+                else:
+                    load_seconds += time.perf_counter() - started
         except BaseException as exc:
             self.state = ServiceState.FAILED
             self.failure = exc

@@ -99,7 +99,7 @@ STREAM_HOLDBACK_TOKENS = 2
 # Warmup: a short text, and the fewest tokens that take a generation through every stage
 # (prefill, steps, the decoder and the vocoder) at the shapes requests use.
 WARMUP_TEXT = "热身一下。"
-WARMUP_TOKENS = 4
+WARMUP_TOKENS = 2
 # OpenAI's instructions, as ChatTTS can honour them: its refine-text prompt.
 REFINE_PROMPT = r"(\[(?:oral_[0-9]|laugh_[0-2]|break_[0-7])\])+"
 
@@ -227,20 +227,39 @@ class ChatTTSEngine(Engine):
         chattts_log.setLevel(max(logging.INFO, chattts_log.getEffectiveLevel()))
         chat = Chat(chattts_log)
         chat.config = chattts_model.fresh_config(Config(), geometry)
+        chattts_startup.cache_numba(s.cache_dir)
+        if s.cache_dir:  # torch.compile's kernels next to the other caches, unless placed already
+            os.environ.setdefault(TORCHINDUCTOR_CACHE_DIR_ENV, os.path.join(s.cache_dir, "torchinductor"))
+        self._load_weights(torch, chat, asset, LlamaModel)
+        with phases.timed("text_normalizer"):
+            self._normalizer = TextNormalizer()
+        with phases.timed("cuda_memory_pool"):
+            chattts_device.reserve_cuda_pool(torch, self.device, s.cuda_memory_pool_mb)
+        self._embeddings = chattts_voices.SpeakerEmbeddings(self._specs, chat.speaker.std, chat.speaker.mean)
+        self._chat = chat
+        log.info(
+            "ChatTTS loaded from %s on %s (%d torch threads; %d weight files hashed, %d remembered)",
+            asset,
+            self.device,
+            torch.get_num_threads(),
+            len(self.weight_hashes.hashed),
+            len(chattts_model.MODEL_FILES) - len(self.weight_hashes.hashed) if s.model_verify else 0,
+        )
+
+    def _load_weights(self, torch: Any, chat: Any, asset: Any, pretrained_cls: Any) -> None:
+        """Verify the files, then build ChatTTS's modules and load them (timed apart)."""
+        s, phases = self._settings, self._startup
         with phases.timed("weight_verification"):
             expected = (
                 self._sha256_map or chattts_model.load_sha256_map(s.model_sha256_file) or chat.sha256_map
             )
             chattts_model.verify(asset, expected, s.model_verify, self.weight_hashes)
-        chattts_startup.cache_numba(s.cache_dir)
-        if s.cache_dir:  # torch.compile's kernels next to the other caches, unless placed already
-            os.environ.setdefault(TORCHINDUCTOR_CACHE_DIR_ENV, os.path.join(s.cache_dir, "torchinductor"))
         if s.compile and self.device.type != "cuda":
             log.warning("TTS_COMPILE is on but the device is %s: ChatTTS compiles on CUDA only", self.device)
         started = time.perf_counter()
         # Chat.load would hash every file again (its source="custom" check): its loader is
         # called directly, on the files verified above.
-        with chattts_startup.lean_load(torch, LlamaModel) as weight_seconds:
+        with chattts_startup.lean_load(torch, pretrained_cls) as weight_seconds:
             loaded = chat._load(
                 device=self.device,
                 compile=s.compile,
@@ -255,20 +274,6 @@ class ChatTTSEngine(Engine):
         if s.half_precision:
             # ChatTTS casts the GPT's inputs to the Llama's dtype and its outputs back to float32.
             chat.gpt.gpt = chat.gpt.gpt.to(dtype=torch.float16)
-        with phases.timed("cuda_memory_pool"):
-            chattts_device.reserve_cuda_pool(torch, self.device, s.cuda_memory_pool_mb)
-        with phases.timed("text_normalizer"):
-            self._normalizer = TextNormalizer()
-        self._embeddings = chattts_voices.SpeakerEmbeddings(self._specs, chat.speaker.std, chat.speaker.mean)
-        self._chat = chat
-        log.info(
-            "ChatTTS loaded from %s on %s (%d torch threads; %d weight files hashed, %d remembered)",
-            asset,
-            self.device,
-            torch.get_num_threads(),
-            len(self.weight_hashes.hashed),
-            len(chattts_model.MODEL_FILES) - len(self.weight_hashes.hashed) if s.model_verify else 0,
-        )
 
     def startup_phases(self) -> dict[str, float]:
         return dict(self._startup)
