@@ -17,7 +17,7 @@ Every request is exactly the same number of audio tokens (TTS_MIN_NEW_TOKENS = T
 
 The matrix, per engine: warmup off/on x weight verification off/on x first/second start, where
 the first start has an empty ``TTS_CACHE_DIR`` and the second reuses the one the first filled
-(hashes, numba's cache).  The OS page cache is warm for both (the weights were read before;
+(the verified weight hashes).  The OS page cache is warm for both (the weights were read before;
 dropping it needs root): the second start's gain is the service's own caches only.  Configurations
 are interleaved in rounds, so the machine's drift hits them alike; the figures are medians over
 rounds.  Verification on random weights checks them against the checkpoint's own sha256 map

@@ -72,7 +72,7 @@ def test_chattts_service_over_http(checkpoint, scheduler):
         }
         assert {"imports", "weight_verification", "module_construction", "weight_loading"} <= phases
         warmed = {"warmup_decode_loop"} if scheduler == "continuous" else {"warmup_generation"}
-        assert {p for p in phases if p.startswith("warmup_") and p != "warmup_text_normalizer"} == warmed
+        assert {p for p in phases if p.startswith("warmup_")} == warmed
 
         status, headers, body = post(
             service.url,

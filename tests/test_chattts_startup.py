@@ -4,8 +4,9 @@ leaves the first request at steady-state cost, shown by the engine's own counter
 Each case runs in a fresh process (tests/warmup_probe.py): compilations and lazy imports
 are per process.  ``first_call_counters`` counts one-time costs (modules imported, numba
 compilations; on CUDA allocator segments, under torch.compile its graphs); a request that
-pays none leaves them unchanged.  Without warmup the first request changes them -- the
-control that shows the counters see what a warmup is for.  No wall-clock time is asserted.
+pays none leaves them unchanged.  On a CPU the text path is what used to cost (numba
+compiling ChatTTS's normalizer); it compiles nothing now, warmup or not, and ChatTTS's own
+normalizer called directly shows the counters see such a cost.  No wall-clock time is asserted.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 
 
-def probe(checkpoint, cache_dir: Path, *, path: str, warmup: bool) -> dict:
+def probe(checkpoint, cache_dir: Path, *, path: str, warmup: bool, chattts_normalizer: bool = False) -> dict:
     settings = {
         "engine": "chattts",
         "model_dir": str(checkpoint["asset"]),
@@ -32,7 +33,9 @@ def probe(checkpoint, cache_dir: Path, *, path: str, warmup: bool) -> dict:
         "max_new_tokens": 24,
         "max_batch_size": 4,
     }
-    config = json.dumps({"settings": settings, "path": path, "warmup": warmup})
+    config = json.dumps(
+        {"settings": settings, "path": path, "warmup": warmup, "chattts_normalizer": chattts_normalizer}
+    )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run(
         [sys.executable, str(HERE / "warmup_probe.py"), config],
@@ -59,23 +62,13 @@ def test_after_warmup_the_first_requests_pay_no_first_call_costs(checkpoint, tmp
     assert warmed in phases and "warmup_full_batch" not in phases  # a CPU: no allocator to fill
 
 
-def test_without_warmup_the_first_request_pays_them_and_the_second_does_not(checkpoint, tmp_path):
-    report = probe(checkpoint, tmp_path / "cache", path="request", warmup=False)
-    first, second = report["requests"]
-    assert changed(first)["numba_compilations"][1] > changed(first)["numba_compilations"][0]
-    assert "modules_imported" in changed(first)  # lazy imports on the first call
-    assert changed(second) == {}
-
-
-def test_a_second_start_loads_the_normalizer_from_the_numba_cache(checkpoint, tmp_path):
-    cache_dir = tmp_path / "cache"
-    first = probe(checkpoint, cache_dir, path="request", warmup=True)
-    assert first["numba_cache_hits"] == 0  # compiled, and written to the cache
-    assert any((cache_dir / "numba").rglob("*.nbi"))
-    second = probe(checkpoint, cache_dir, path="request", warmup=True)
-    assert second["numba_cache_hits"] > 0  # loaded, not compiled
-    for request in second["requests"]:
-        assert changed(request) == {}
+def test_the_text_path_compiles_nothing_even_without_warmup(checkpoint, tmp_path):
+    report = probe(checkpoint, tmp_path / "cache", path="request", warmup=False, chattts_normalizer=True)
+    for request in report["requests"]:
+        assert request["after"]["numba_compilations"] == 0  # homophones without ChatTTS's numba code
+    # The counters do see such a cost: ChatTTS's own normalizer compiles on its first call.
+    own = report["chattts_normalizer"]
+    assert own["after"]["numba_compilations"] > own["before"]["numba_compilations"] == 0
 
 
 def test_the_service_answers_before_torch_is_imported():

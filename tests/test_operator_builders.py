@@ -121,6 +121,9 @@ def test_deployment_probes_draining_and_security():
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["model"]["persistentVolumeClaim"]["claimName"] == "weights"
     assert volumes["compile-cache"]["persistentVolumeClaim"]["claimName"] == "cache"
+    # The service's start-up caches (weight hashes, numba, torch.compile) live on that volume.
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["TTS_CACHE_DIR"] == mounts["/cache"]["mountPath"] == env["TORCHINDUCTOR_CACHE_DIR"]
 
 
 def test_cpu_deployment_has_no_gpu_toleration_and_short_startup():

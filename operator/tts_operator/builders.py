@@ -98,7 +98,7 @@ def service_settings(spec: dict[str, Any]) -> Settings:
         warmup=spec["warmup"],
         # A model baked into the image is read where it lies; a volume is mounted at MODEL_MOUNT.
         model_dir=model.get("imagePath") or (MODEL_MOUNT if model else ""),
-        cache_dir=CACHE_MOUNT,  # verified weight hashes, numba's and torch.compile's code
+        cache_dir=CACHE_MOUNT,  # verified weight hashes, torch.compile's kernels
         cuda_memory_pool_mb=spec["cuda"]["memoryPoolMB"],
         device=chattts["device"],
         compile=chattts["compile"],

@@ -123,9 +123,9 @@ class Settings:
     )
     cache_dir: str = _setting(
         "",
-        "Writable directory for start-up caches kept between starts: verified weight hashes, "
-        "numba's compiled text normalizer (and TORCHINDUCTOR_CACHE_DIR's default); empty = none, "
-        "every start verifies and compiles afresh.",
+        "Writable directory for start-up caches kept between starts: verified weight hashes, and "
+        "torch.compile's kernels (TORCHINDUCTOR_CACHE_DIR's default); empty = none, every start "
+        "hashes and compiles afresh.",
     )
     shutdown_timeout_s: float = _setting(
         30.0, "On SIGTERM, how long to finish queued and in-flight requests.", minimum=0

@@ -7,14 +7,14 @@ module does deliberately, each because ChatTTS would otherwise get it wrong for 
   file, each file hashed once at most and remembered in ``TTS_CACHE_DIR``, never
   ``source="local"``), with a FRESH ``Config`` per instance, modules built without random
   initialisation (:mod:`.chattts_startup`).  Warmup runs only the few tokens that make the
-  first request cost what later ones do.
+  first request cost what later ones do; the text path compiles nothing.
 - **Fresh parameter objects per call.**  ``Chat.infer``'s default ``InferCodeParams`` /
   ``RefineTextParams`` are shared objects that ``infer`` mutates (``spk_smp``).
 - **Normalization.**  Left to itself ChatTTS silently deletes digits and many symbols
   ("2024年5月1日" -> "年月日") and every question mark.  The service normalizes the text
   itself (its zh/en normalizer around the inline control tokens) and maps every character
-  to the set ChatTTS accepts (:mod:`.chattts_text`); ChatTTS's normalizer then only
-  replaces homophones.
+  to the set ChatTTS accepts (:mod:`.chattts_text`); homophones are then replaced as ChatTTS's
+  normalizer replaces them (:mod:`.chattts_homophones`, without its numba code).
 - **Nothing to say, no audio.**  A row whose text maps to nothing ChatTTS can speak (only
   marks or emoji) is left out of the generation and gets empty audio: given an empty text the
   model would make up speech of its own.
@@ -65,6 +65,7 @@ from ..settings import TORCHINDUCTOR_CACHE_DIR_ENV, Settings
 from ..text_normalization import TextNormalizer, detect_language
 from . import (
     chattts_device,
+    chattts_homophones,
     chattts_model,
     chattts_startup,
     chattts_text,
@@ -152,6 +153,7 @@ class ChatTTSEngine(Engine):
         self._chat: Any = None
         self._embeddings: chattts_voices.SpeakerEmbeddings | None = None  # once loaded
         self._normalizer: TextNormalizer | None = None
+        self._homophones: chattts_homophones.Homophones | None = None
         self._startup = StartupPhases()
         self.weight_hashes = WeightHashCache(settings.cache_dir)  # verified files' sha256, kept
         self.device: Any = None
@@ -227,12 +229,12 @@ class ChatTTSEngine(Engine):
         chattts_log.setLevel(max(logging.INFO, chattts_log.getEffectiveLevel()))
         chat = Chat(chattts_log)
         chat.config = chattts_model.fresh_config(Config(), geometry)
-        chattts_startup.cache_numba(s.cache_dir)
         if s.cache_dir:  # torch.compile's kernels next to the other caches, unless placed already
             os.environ.setdefault(TORCHINDUCTOR_CACHE_DIR_ENV, os.path.join(s.cache_dir, "torchinductor"))
         self._load_weights(torch, chat, asset, LlamaModel)
         with phases.timed("text_normalizer"):
             self._normalizer = TextNormalizer()
+            self._homophones = chattts_homophones.Homophones(chat.normalizer.homophones_map)
         with phases.timed("cuda_memory_pool"):
             chattts_device.reserve_cuda_pool(torch, self.device, s.cuda_memory_pool_mb)
         self._embeddings = chattts_voices.SpeakerEmbeddings(self._specs, chat.speaker.std, chat.speaker.mean)
@@ -285,19 +287,23 @@ class ChatTTSEngine(Engine):
 
     def prepare_texts(self, items: Sequence[SynthesisItem]) -> list[str]:
         """The texts as ChatTTS's tokenizer will see them: normalized around their control
-        tokens, in ChatTTS's characters (:mod:`.chattts_text`), homophones replaced."""
+        tokens, in ChatTTS's characters (:mod:`.chattts_text`), homophones replaced as ChatTTS
+        replaces them (:mod:`.chattts_homophones`: no numba code to compile)."""
         chat = self._loaded()
-        normalizer = self._normalizer
-        assert normalizer is not None
-        return [
-            chat.normalizer(
-                chattts_text.for_chattts(item.text, item.voice.language, normalizer.normalize),
-                False,  # normalized already: ChatTTS's own pass would turn "?" into "？" and delete it
-                True,
-                item.voice.language,
-            )
-            for item in items
-        ]
+        normalizer, homophones = self._normalizer, self._homophones
+        assert normalizer is not None and homophones is not None
+        texts = []
+        for item in items:
+            text = chattts_text.for_chattts(item.text, item.voice.language, normalizer.normalize)
+            if chat.normalizer._count_invalid_characters(text):
+                # Not expected (for_chattts maps into ChatTTS's set): ChatTTS's own path maps and
+                # deletes what it cannot say. normalized already: ChatTTS's pass would turn "?" into
+                # "？" and delete it.
+                text = chat.normalizer(text, False, True, item.voice.language)
+            else:
+                text = homophones.replace(text)
+            texts.append(text)
+        return texts
 
     def speaker_embedding(self, voice: ResolvedVoice) -> str:
         """The speaker embedding string of ``voice`` (named, seed-N, or given in the request)."""
@@ -339,16 +345,12 @@ class ChatTTSEngine(Engine):
     def warmup(self) -> None:
         """What the first request would pay for, with the fewest tokens (request scheduler).
 
-        The text normalizer's numba code (compiled, or loaded from ``TTS_CACHE_DIR``), one
-        generation of :data:`WARMUP_TOKENS` tokens decoded to audio (torch's first calls, the
-        lazy imports on that path), and on CUDA one at the max batch size (the allocator's
+        One generation of :data:`WARMUP_TOKENS` tokens decoded to audio (torch's first calls,
+        the lazy imports on that path), and on CUDA one at the max batch size (the allocator's
         blocks for a full batch).  :meth:`first_call_counters` stay unchanged by the first
-        request after it (a test checks).
+        request after it (a test checks).  The text path needs none: it compiles nothing.
         """
-        voice = self.resolve_voice(None, WARMUP_TEXT)
-        item = SynthesisItem(WARMUP_TEXT, voice)
-        with self._startup.timed("warmup_text_normalizer"):
-            self.prepare_texts([item])
+        item = SynthesisItem(WARMUP_TEXT, self.resolve_voice(None, WARMUP_TEXT))
         with self._startup.timed("warmup_generation"):
             self._generate([item], max_new_token=WARMUP_TOKENS)
         if self.device is not None and self.device.type == "cuda" and self.max_batch_size > 1:

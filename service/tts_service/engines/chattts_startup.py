@@ -3,15 +3,14 @@
 Measured on the official geometry on a CPU (``bench/cold_start.py``), a start used to pay:
 every weight file hashed twice (the engine's check, then ``Chat.load``'s own), every module
 randomly initialised before its weights were copied over it, and, on the first request,
-numba compiling ChatTTS's normalizer (~1.1 s) and a round of lazy imports.  This module
-holds the pieces the engine uses against those:
+numba compiling ChatTTS's normalizer (~1.1 s; now replaced, :mod:`.chattts_homophones`) and
+a round of lazy imports.  This module holds:
 
 - :func:`lean_load`: while ChatTTS builds its modules, ``torch.nn.init``'s fills do
   nothing (every parameter is loaded next), and the seconds spent reading weights are
-  counted apart from building modules, for the start-up breakdown.
-- :func:`cache_numba`: ChatTTS's ``@jit`` functions are declared without ``cache=True``;
-  turned on here, numba keeps their machine code in ``TTS_CACHE_DIR/numba`` and a second
-  start loads it instead of compiling (~0.2 s instead of ~1.1 s).
+  counted apart from building modules, for the start-up breakdown.  (Reading is already
+  memory-mapped: safetensors' ``safe_open`` returns tensors over the mapped file, ~2 ms for
+  145 MB; the one copy is into each module's own parameters.)
 - :func:`first_call_counters`: one-time costs a call can pay, as counts -- modules
   imported, numba compilations, CUDA allocator segments, torch.compile graphs.  A warmup
   is complete when a request after it leaves them all unchanged; the tests assert that
@@ -25,7 +24,6 @@ import functools
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 # torch.nn.init's in-place fills that module constructors call (nn.Linear, nn.Conv1d,
@@ -118,32 +116,10 @@ def _normalizer_dispatchers() -> list[Any]:
     return [value for value in vars(norm).values() if isinstance(value, Dispatcher)]
 
 
-def cache_numba(cache_dir: str) -> Path | None:
-    """Keep ChatTTS's compiled normalizer functions under ``cache_dir/numba`` (None: off).
-
-    Must run before their first call; a function compiled already stays as it is.
-    """
-    if not cache_dir:
-        return None
-    import numba
-
-    directory = Path(cache_dir) / "numba"
-    numba.config.CACHE_DIR = str(directory)  # read when a function's cache is created
-    for dispatcher in _normalizer_dispatchers():
-        if not dispatcher.overloads:
-            dispatcher.enable_caching()
-    return directory
-
-
 def numba_compilations() -> int:
-    """Machine-code versions of ChatTTS's normalizer functions in this process (compiled,
-    or loaded from numba's cache)."""
+    """Machine-code versions of ChatTTS's normalizer functions compiled in this process (none
+    unless a text reached ChatTTS's own normalizer: see :mod:`.chattts_homophones`)."""
     return sum(len(dispatcher.overloads) for dispatcher in _normalizer_dispatchers())
-
-
-def numba_cache_hits() -> int:
-    """Normalizer functions loaded from numba's on-disk cache instead of compiled."""
-    return sum(sum(dispatcher.stats.cache_hits.values()) for dispatcher in _normalizer_dispatchers())
 
 
 def first_call_counters(torch: Any, device: Any, compiled: bool) -> dict[str, int]:
