@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -52,6 +53,7 @@ from metric_samples import samples_of  # noqa: E402
 
 TEXT = "你好，欢迎使用。"
 TOKENS = 48  # every ChatTTS request: the smallest budget a row gets (MIN_TOKEN_BUDGET)
+HEADER_KEYS = ("- date:", "- machine:", "- versions:", "- commit:", "- command:")
 GOAL_READY = 1.3  # ready with warmup <= 1.3x loaded without (same verification, same caches)
 GOAL_FIRST = 1.2  # first request after ready (warmup on) <= 1.2x the steady state
 
@@ -277,12 +279,14 @@ def goals(rows: list[dict]) -> list[dict]:
                 )
         first, second = by.get(("chattts", True, verify, False)), by.get(("chattts", True, verify, True))
         if first and second:
+            # Unverified weights on a CPU leave nothing to remember (no hashes; the text path
+            # compiles nothing): there the ratio is context, ~1 expected.
             found.append(
                 {
                     "goal": f"second start / first start, process start -> ready ({v}, warmup on)",
                     "value": second["ready_s"] / first["ready_s"],
-                    "target": "< 1",
-                    "met": second["ready_s"] < first["ready_s"],
+                    "target": "< 1" if verify or meta_gpu(first) else "(context: nothing cached)",
+                    "met": second["ready_s"] < first["ready_s"] if verify or meta_gpu(first) else None,
                 }
             )
     off = by.get(("chattts", False, False, False))
@@ -298,6 +302,10 @@ def goals(rows: list[dict]) -> list[dict]:
     return found
 
 
+def meta_gpu(row: dict) -> bool:
+    return bool(row["config"]["gpu"])
+
+
 def _s(x: float) -> str:
     return f"{x:.2f}" if x == x else ""
 
@@ -306,7 +314,7 @@ def report(starts: list[Start], rows: list[dict], meta: dict) -> str:
     lines = [
         "# Cold start, phase by phase (issue #19)",
         "",
-        *environment.header_lines(),
+        *meta["header"],
         f"- checkpoint: random weights, {meta['geometry']} geometry ({meta['checkpoint_mb']:.0f} MB); every "
         f"ChatTTS request {TOKENS} audio tokens; espeak the embedded default",
         f"- {meta['rounds']} round(s), configurations interleaved, each start a fresh process; medians over rounds",
@@ -366,7 +374,24 @@ def report(starts: list[Start], rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def rewrite_report(path: Path) -> None:
+    """Write the Markdown report again from a run's JSON (after the report's format changed)."""
+    data = json.loads(path.read_text())
+    if "header" not in data["meta"]:  # runs before the header was kept: the report's own lines
+        lines = path.with_suffix(".md").read_text().splitlines()
+        data["meta"]["header"] = [line for line in lines if line.startswith(HEADER_KEYS)]
+    known = {f.name for f in dataclasses.fields(Start)}
+    starts = [Start(**{k: v for k, v in s.items() if k in known}) for s in data["starts"]]
+    rows = summarise(starts)
+    data["meta"]["goals"] = goals(rows)
+    path.with_suffix(".md").write_text(report(starts, rows, data["meta"]))
+    path.write_text(json.dumps({**data, "configurations": rows}, indent=1))
+
+
 async def run(args: argparse.Namespace) -> int:
+    if args.rewrite:
+        rewrite_report(args.rewrite)
+        return 0
     if args.gpu and not has_cuda():
         print(
             "bench/cold_start.py --gpu: no CUDA device here (torch.cuda.is_available() is false); nothing measured"
@@ -410,6 +435,7 @@ async def run(args: argparse.Namespace) -> int:
         "rounds": rounds,
         "device": "CUDA" if args.gpu else "CPU (no GPU used)",
         "commit": environment.commit(),
+        "header": environment.header_lines(),
         "baseline": str(args.baseline) if args.baseline else None,
     }
     meta["goals"] = goals(rows)
@@ -433,6 +459,7 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, help="another checkout whose service/ to start as well")
     parser.add_argument("--cache", type=Path, default=ROOT / ".cache" / "bench")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--rewrite", type=Path, metavar="JSON", help="only rewrite the report of a run")
     args = parser.parse_args()
     sys.exit(asyncio.run(run(args)))
 
