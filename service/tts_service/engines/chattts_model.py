@@ -90,16 +90,21 @@ def verify(asset: Path, official: dict[str, str], check_hashes: bool, hashes: We
         hashes.save()  # what was hashed is remembered, a mismatch included
 
 
+def _read_json(setting: str, path: str) -> Any:
+    """The JSON in the file a setting names; :class:`ModelError` saying what is wrong with it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ModelError(f"{setting}={path}: cannot read it ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{setting}={path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+
+
 def load_sha256_map(path: str) -> dict[str, str] | None:
     """The sha256 map in ``TTS_MODEL_SHA256_FILE`` (empty: None, ChatTTS's official one)."""
     if not path:
         return None
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise ModelError(f"TTS_MODEL_SHA256_FILE={path}: cannot read it ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"TTS_MODEL_SHA256_FILE={path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    data = _read_json("TTS_MODEL_SHA256_FILE", path)
     keys = [key for _, key in MODEL_FILES]
     if not isinstance(data, dict) or not all(isinstance(data.get(key), str) for key in keys):
         raise ModelError(
@@ -119,12 +124,7 @@ def load_geometry(path: str) -> dict[str, Any]:
     """Overrides of ChatTTS's ``Config`` read from ``TTS_CHATTTS_CONFIG`` (empty: none)."""
     if not path:
         return {}
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise ModelError(f"TTS_CHATTTS_CONFIG={path}: cannot read it ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"TTS_CHATTTS_CONFIG={path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    data = _read_json("TTS_CHATTTS_CONFIG", path)
     if not isinstance(data, dict):
         raise ModelError(f"TTS_CHATTTS_CONFIG={path}: expected a JSON object of Config overrides")
     return data
