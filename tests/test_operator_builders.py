@@ -228,3 +228,12 @@ def test_a_deployment_whose_replicas_belong_to_an_autoscaler_leaves_them_out(k8s
     dep = build_deployment("demo", "ns", parse_spec(GPU_SPEC), None)
     assert "replicas" not in dep["spec"]
     kubernetes_validate.validate(dep, k8s_version, strict=True)
+
+
+def test_the_playground_page_is_opt_in_for_a_ttsservice():
+    def playground(spec: dict) -> str:
+        env = {e["name"]: e.get("value") for e in container_env(parse_spec(spec))}
+        return env["TTS_PLAYGROUND"]
+
+    assert playground({}) == "false"  # a cluster's service is an API unless asked
+    assert playground({"playground": True}) == "true"

@@ -58,6 +58,8 @@ def test_crd_defaults_match_the_service_settings():
     assert batching["segmentChars"]["default"] == defaults.segment_chars
     assert batching["segmentChars"]["minimum"] == MIN_SEGMENT_CHARS
     assert schema["warmup"]["default"] == defaults.warmup
+    # The one deliberate difference: a TTSService is an API in a cluster, the page is opt-in there.
+    assert schema["playground"]["default"] is False and defaults.playground is True
     chattts = schema["chattts"]["properties"]
     pairs = {
         "device": "device", "compile": "compile", "halfPrecision": "half_precision", "refineText": "refine_text",

@@ -96,6 +96,7 @@ def service_settings(spec: dict[str, Any]) -> Settings:
         request_timeout_s=float(batching["requestTimeoutSeconds"]),
         segment_chars=batching["segmentChars"],
         warmup=spec["warmup"],
+        playground=spec["playground"],
         # A model baked into the image is read where it lies; a volume is mounted at MODEL_MOUNT.
         model_dir=model.get("imagePath") or (MODEL_MOUNT if model else ""),
         cache_dir=CACHE_MOUNT,  # verified weight hashes, torch.compile's kernels

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import playground_page
 from .audio import CONTENT_TYPES
 from .errors import (
     ClientDisconnected,
@@ -361,6 +362,33 @@ async def metrics(request: web.Request) -> web.Response:
     return response
 
 
+async def playground(request: web.Request) -> web.Response:
+    """``GET /``: the playground page (:mod:`tts_service.playground_page`); 404 when turned off."""
+    return _playground_file(request, playground_page.PAGE, "text/html; charset=utf-8")
+
+
+async def playground_asset(request: web.Request) -> web.Response:
+    """``GET /playground/{name}``: the page's script and style sheet."""
+    name = request.match_info["name"]
+    if name not in playground_page.ASSETS:
+        raise NotFound(f"no playground file {name!r}; the page has: {', '.join(playground_page.ASSETS)}")
+    return _playground_file(request, name, playground_page.ASSETS[name])
+
+
+def _playground_file(request: web.Request, name: str, content_type: str) -> web.Response:
+    if not _service(request).settings.playground:
+        raise NotFound("the playground page is turned off here (TTS_PLAYGROUND=false)")
+    return web.Response(
+        body=playground_page.read(name),
+        headers={
+            "Content-Type": content_type,
+            "Content-Security-Policy": playground_page.CONTENT_SECURITY_POLICY,
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+        },
+    )
+
+
 async def openapi(request: web.Request) -> web.Response:
     """``GET /openapi.json``: the OpenAPI 3 description of this API (with this service's limits)."""
     service = _service(request)
@@ -376,6 +404,8 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/readyz", readyz),
     ("GET", "/metrics", metrics),
     ("GET", "/openapi.json", openapi),
+    ("GET", "/", playground),
+    ("GET", "/playground/{name}", playground_asset),
 )
 
 

@@ -3,7 +3,8 @@
 Tokens are compared in constant time against every configured key, so neither the
 comparison nor the number of keys tried leaks where a guess went wrong.  Probes and
 metrics stay open by default, so Kubernetes and Prometheus need no token
-(``TTS_AUTH_PROBES=true`` closes them too).
+(``TTS_AUTH_PROBES=true`` closes them too).  The playground page's files are always open: they
+hold nothing secret, and the page asks for a key to send with its API calls.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import hmac
 from pathlib import Path
 
 from .errors import Unauthorized
+from .playground_page import is_page_path
 from .settings import Settings, SettingsError, env_name
 
 OPEN_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
@@ -42,7 +44,7 @@ class Authenticator:
 
     def check(self, path: str, authorization: str | None) -> None:
         """Raise :class:`Unauthorized` unless the request may pass."""
-        if not self._keys or (path in OPEN_PATHS and not self._protect_probes):
+        if not self._keys or (path in OPEN_PATHS and not self._protect_probes) or is_page_path(path):
             return
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import __version__
+from . import __version__, playground_page
 from .audio import CONTENT_TYPES, FORMATS, STREAM_FORMATS
 from .control_tokens import TOKEN_FORMS, UNKNOWN_TOKEN_PATTERN
 from .engines.base import RequestRules
@@ -319,6 +319,43 @@ def build_openapi(settings: Settings, voices: list[str], rules: RequestRules) ->
                     "operationId": "openapi",
                     "summary": "This description",
                     "responses": _json_ok("OpenAPI 3 document"),
+                }
+            },
+            "/": {
+                "get": {
+                    "operationId": "playground",
+                    "summary": "The playground page: type a text, listen (404 with TTS_PLAYGROUND=false)",
+                    "responses": {
+                        "200": {
+                            "description": "The page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        },
+                        **_error_responses(404),
+                    },
+                }
+            },
+            "/playground/{name}": {
+                "get": {
+                    "operationId": "playgroundAsset",
+                    "summary": "The playground page's script and style sheet",
+                    "parameters": [
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": list(playground_page.ASSETS)},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The file",
+                            "content": {
+                                "text/javascript": {"schema": {"type": "string"}},
+                                "text/css": {"schema": {"type": "string"}},
+                            },
+                        },
+                        **_error_responses(404),
+                    },
                 }
             },
         },

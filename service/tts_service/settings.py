@@ -116,6 +116,11 @@ class Settings:
     default_voice: str = _setting(
         "", "Voice used when a request names none; empty = chosen by the text's script."
     )
+    playground: bool = _setting(
+        True,
+        "Serve the playground page at GET / (type a text, listen, download); false = no page (404). "
+        "TTSServices leave it off unless spec.playground is true.",
+    )
     warmup: bool = _setting(
         True,
         "Before /readyz reports ready, run the few tokens that make the first request cost what "
