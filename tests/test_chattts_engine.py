@@ -423,3 +423,31 @@ def test_chattts_logger_follows_a_quieter_log_level_but_never_goes_below_info(ch
     finally:
         chattts_log.setLevel(saved[0])
         root.setLevel(saved[1])
+
+
+def test_built_without_random_init_every_parameter_is_the_checkpoints(engine, checkpoint):
+    # Modules are built with torch.nn.init's fills turned off (chattts_startup.lean_load): every
+    # parameter and buffer the files hold must then have been loaded over the unfilled memory.
+    from safetensors.torch import load_file
+
+    chat = engine._chat
+    asset = Path(checkpoint["asset"])
+    modules = {
+        "Vocos": chat.vocos,
+        "DVAE": chat.dvae,
+        "Decoder": chat.decoder,
+        "Embed": chat.embed,
+    }
+    for name, module in modules.items():
+        state = module.state_dict()
+        for key, saved in load_file(str(asset / f"{name}.safetensors")).items():
+            assert torch.equal(state[key].cpu(), saved), f"{name}: {key}"
+    llama = chat.gpt.gpt.state_dict()
+    gpt_file = load_file(str(asset / "gpt" / "model.safetensors"))
+    compared = [key for key in gpt_file if key in llama]  # ChatTTS deletes the Llama's token embeddings
+    assert set(gpt_file) - set(compared) <= {"embed_tokens.weight"} and compared
+    for key in compared:
+        assert torch.equal(llama[key].cpu().to(gpt_file[key].dtype), gpt_file[key]), f"gpt: {key}"
+    # ... and the fills are torch's own again afterwards.
+    assert torch.nn.init.kaiming_uniform_.__module__ == "torch.nn.init"
+    assert torch.nn.init.normal_.__module__ == "torch.nn.init"
