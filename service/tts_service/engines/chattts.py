@@ -283,7 +283,10 @@ class ChatTTSEngine(Engine):
     def first_call_counters(self) -> dict[str, int]:
         import torch
 
-        return chattts_startup.first_call_counters(torch, self.device, self._settings.compile)
+        return {
+            **super().first_call_counters(),
+            **chattts_startup.first_call_counters(torch, self.device, self._settings.compile),
+        }
 
     def prepare_texts(self, items: Sequence[SynthesisItem]) -> list[str]:
         """The texts as ChatTTS's tokenizer will see them: normalized around their control

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -123,11 +122,9 @@ def numba_compilations() -> int:
 
 
 def first_call_counters(torch: Any, device: Any, compiled: bool) -> dict[str, int]:
-    """One-time costs paid so far in this process, as counts (see the module docstring)."""
-    counters = {
-        "modules_imported": len(sys.modules),
-        "numba_compilations": numba_compilations(),
-    }
+    """ChatTTS's one-time costs paid so far in this process, as counts (the engine adds the
+    modules imported, which every engine counts)."""
+    counters = {"numba_compilations": numba_compilations()}
     if device is not None and device.type == "cuda":
         stats = torch.cuda.memory_stats(device)
         counters["cuda_segments_allocated"] = int(stats.get("segment.all.allocated", 0))
